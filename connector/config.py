@@ -1,0 +1,301 @@
+"""Settings: every environment variable the connector reads, with defaults and validation.
+
+The variable names are the public interface. Values come from the environment, plus a `.env` file
+in the working directory when present (the environment wins). Problems are reported all at once,
+one line per variable, without ever echoing a secret (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+API_KEY_PATTERN = re.compile(r"^sk_[A-Za-z0-9]{32}$")
+SECRET_FIELDS = frozenset({"api_key", "ami_password"})
+# Needed by `run` and `check`; `status`, `resend`, `purge` and `migrate` work without them.
+RUNTIME_REQUIRED = ("api_key", "ami_host", "ami_username", "ami_password")
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class Region(StrEnum):
+    """The regional API endpoints."""
+
+    CA1 = "ca1"
+    US1 = "us1"
+    US2 = "us2"
+
+
+class LogLevel(StrEnum):
+    """Accepted LOG_LEVEL values."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class LogFormat(StrEnum):
+    """Accepted LOG_FORMAT values."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class CdrMode(StrEnum):
+    """How CDRs are posted: many per request, or one per request."""
+
+    BATCH = "batch"
+    DIRECT = "direct"
+
+
+def split_comma_list(value: Any) -> tuple[str, ...]:
+    """Split `a, b,,c` into ('a', 'b', 'c'); spaces and empty items are tolerated."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return tuple(str(item).strip() for item in value if str(item).strip())
+
+
+class StoreSettings(BaseSettings):
+    """What the outbox commands (status, resend, purge, migrate) need: DATA_DIR and logging."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path("/data")
+    outbox_retention_days: float = Field(7, gt=0)
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.TEXT
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lowercase_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _uppercase(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @property
+    def outbox_path(self) -> Path:
+        """Where the SQLite outbox lives."""
+        return self.data_dir / "outbox.db"
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain values, secrets replaced by '***'."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS:
+                shown[name] = "***" if value is not None else ""
+            elif isinstance(value, Enum):
+                shown[name] = value.value
+            elif isinstance(value, tuple):
+                shown[name] = ",".join(value)
+            else:
+                shown[name] = str(value) if isinstance(value, Path) else value
+        return shown
+
+
+class Settings(StoreSettings):
+    """The connector's whole configuration, read from environment variables."""
+
+    # Core
+    api_key: SecretStr | None = None
+    ami_host: str = ""
+    ami_username: str = ""
+    ami_password: SecretStr | None = None
+    region: Region = Region.US1
+    ami_port: int = Field(5038, ge=1, le=65535)
+
+    # CDR processing
+    cdr_mode: CdrMode = CdrMode.BATCH
+    cdr_batch_size: int = Field(100, ge=1, le=10_000)
+    cdr_batch_timeout: float = Field(30.0, gt=0)
+    cdr_batch_force_timeout: float = Field(5.0, gt=0)
+    cdr_max_concurrent: int = Field(10, ge=1, le=1000)
+
+    # CDR filtering
+    cdr_filter_enabled: bool = True
+    cdr_filter_queue_attempts: bool = False
+    cdr_filter_zero_duration: bool = False
+    cdr_filter_internal_only: bool = False
+    cdr_filter_min_duration: int = Field(0, ge=0)
+    cdr_filter_exclude_dst: CommaList = ("h",)
+    cdr_internal_pattern: str = r"^[0-9]{2,6}$"
+
+    # Monitoring
+    monitoring_enabled: bool = True
+    monitoring_port: int = Field(8000, ge=1, le=65535)
+    monitoring_host: str = "0.0.0.0"
+
+    # Recordings
+    recording_watcher_enabled: bool = False
+    recording_watch_paths: CommaList = ("/var/spool/asterisk/monitor",)
+    recording_file_extensions: CommaList = (".wav", ".mp3", ".gsm")
+    recording_min_file_size: int = Field(1024, ge=0)
+    recording_stabilization_time: float = Field(2.0, ge=0)
+    recording_process_existing: bool = False
+    recording_delete_after_upload: bool = False
+    recording_include_patterns: CommaList = ()
+    recording_exclude_patterns: CommaList = ()
+    recording_min_duration: float = Field(0, ge=0)
+    recording_max_age_hours: float = Field(24, gt=0)
+
+    # Ours
+    api_base_url: str = ""
+    api_timeout: float = Field(30.0, gt=0)
+    host_hostname: str = ""
+    asterisk_tz: str = ""
+
+    @field_validator(
+        "cdr_filter_exclude_dst",
+        "recording_watch_paths",
+        "recording_file_extensions",
+        "recording_include_patterns",
+        "recording_exclude_patterns",
+        mode="before",
+    )
+    @classmethod
+    def _split_lists(cls, value: Any) -> tuple[str, ...]:
+        return split_comma_list(value)
+
+    @field_validator("recording_file_extensions")
+    @classmethod
+    def _dotted_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in value)
+
+    @field_validator("region", "cdr_mode", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("api_key", "ami_password", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_format(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not API_KEY_PATTERN.match(value.get_secret_value()):
+            raise ValueError("must be 'sk_' followed by 32 letters or digits (35 characters)")
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(
+                "must be an http:// or https:// URL, e.g. https://api-us1.sipstack.com/v1"
+            )
+        return value
+
+    @field_validator("asterisk_tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    "must be an IANA time zone name such as Europe/Paris or America/Toronto"
+                ) from None
+        return value
+
+    @field_validator("cdr_internal_pattern")
+    @classmethod
+    def _valid_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"is not a valid regular expression ({error})") from None
+        return value
+
+    @property
+    def api_url(self) -> str:
+        """The API base URL: API_BASE_URL when set, else the regional URL."""
+        return self.api_base_url or f"https://api-{self.region.value}.sipstack.com/v1"
+
+    @property
+    def hostname(self) -> str:
+        """The name sent as X-Asterisk-Hostname."""
+        return self.host_hostname or socket.gethostname()
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds one user-facing line per variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+_EXPECTED: dict[str, str] = {
+    "region": "one of ca1, us1, us2",
+    "log_level": "one of DEBUG, INFO, WARNING, ERROR",
+    "log_format": "text or json",
+    "cdr_mode": "batch or direct",
+}
+
+
+def _describe(error: Any) -> str:
+    """One line for one pydantic error, never including the offending value of a secret."""
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    variable = field.upper()
+    kind = error["type"]
+    if field in _EXPECTED:
+        return f"{variable}: invalid value; expected {_EXPECTED[field]}"
+    if kind == "value_error":
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return f"{variable}: {message}"
+    if kind.startswith("bool"):
+        return f"{variable}: not a boolean; use true/false, 1/0 or yes/no"
+    if kind.startswith(("int", "float")):
+        return f"{variable}: {error['msg'].lower()}; use a plain number"
+    if kind.startswith(("greater", "less")):
+        return f"{variable}: {error['msg'].lower()}"
+    return f"{variable}: {error['msg']}"
+
+
+def load_store_settings(**overrides: Any) -> StoreSettings:
+    """Read only what the outbox commands need; raise ConfigError listing every problem."""
+    try:
+        return StoreSettings(**overrides)
+    except ValidationError as error:
+        raise ConfigError([_describe(item) for item in error.errors(include_input=False)]) from None
+
+
+def load_settings(*, require_runtime: bool = False, **overrides: Any) -> Settings:
+    """Read and validate the settings; raise ConfigError listing every problem at once."""
+    problems: list[str] = []
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        problems = [_describe(item) for item in error.errors(include_input=False)]
+        raise ConfigError(problems) from None
+    if require_runtime:
+        for name in RUNTIME_REQUIRED:
+            if not getattr(settings, name):
+                hint = " ('sk_' followed by 32 letters or digits)" if name == "api_key" else ""
+                problems.append(f"{name.upper()}: required but not set{hint}")
+        if problems:
+            raise ConfigError(problems)
+    return settings

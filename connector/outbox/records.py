@@ -1,0 +1,97 @@
+"""Rows as they cross module boundaries: frozen dataclasses, never loose tuples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class State(StrEnum):
+    """The life of an outbox row: pending → sent | filtered | failed; failed → pending by resend."""
+
+    PENDING = "pending"
+    """Stored, not yet delivered; drainers pick it up once next_attempt_at is due."""
+    SENT = "sent"
+    """The API acknowledged it (2xx or 409)."""
+    FILTERED = "filtered"
+    """A filter excluded it; kept for audit (filter_reason says why), never sent."""
+    FAILED = "failed"
+    """The API rejected it (last_error holds its answer); `connector resend` makes it pending."""
+
+
+class Kind(StrEnum):
+    """The two outbox tables."""
+
+    CDR = "cdr"
+    RECORDING = "recording"
+
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class NewCdr:
+    """A CDR to append: every AMI header exactly as received, in order."""
+
+    headers: Headers
+    received_at: str  # UTC ISO-8601
+    identity: str  # hash of the canonical CDR fields (connector.cdr.identity)
+    # Hash of every header of an AMI frame: tells a duplicated frame from a distinct twin (ForkCDR).
+    # None for rows read from a CSV file, whose caller numbers identical lines itself (occurrence).
+    fingerprint: str | None
+    uniqueid: str
+    linkedid: str | None
+    source: str = "ami"
+    occurrence: int | None = None
+
+
+@dataclass(frozen=True)
+class CdrRow:
+    """A stored CDR."""
+
+    id: int
+    received_at: str
+    dedupe_key: str
+    source: str
+    uniqueid: str
+    linkedid: str | None
+    headers: Headers
+    state: State
+    attempts: int
+    next_attempt_at: str
+    last_error: str | None
+    filter_reason: str | None
+    sent_at: str | None
+
+
+@dataclass(frozen=True)
+class NewRecording:
+    """A finished recording file to upload."""
+
+    path: str
+    size: int
+    mtime: float
+    detected_at: str
+    uniqueid: str | None = None
+    linkedid: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordingRow:
+    """A stored recording."""
+
+    id: int
+    path: str
+    size: int
+    mtime: float
+    sha256: str | None
+    detected_at: str
+    uniqueid: str | None
+    linkedid: str | None
+    state: State
+    attempts: int
+    next_attempt_at: str
+    last_error: str | None
+    sent_at: str | None
+    deleted_at: str | None

@@ -1,0 +1,91 @@
+"""The outbox schema: the one definition that migrations are checked against and the runtime uses.
+
+Every storage name (tables, views, states) lives here. tests/outbox/test_migrations.py asserts
+that the migrated database matches these tables exactly: a change here without a migration fails.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from connector.outbox.records import State
+
+metadata = MetaData()
+
+STATES_SQL = ", ".join(f"'{state.value}'" for state in State)
+
+CDR_TABLE = "cdr"
+RECORDING_TABLE = "recording"
+BACKLOG_VIEW = "backlog"
+FAILED_VIEW = "failed"
+
+cdr = Table(
+    CDR_TABLE,
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", Text, nullable=False),
+    # identity + '#' + occurrence: equal for the same CDR whichever way it reached us (DESIGN.md).
+    Column("dedupe_key", Text, nullable=False, unique=True),
+    Column("identity", Text, nullable=False),
+    # Hash of the whole AMI frame that delivered this CDR; NULL while only a CSV line has been seen.
+    Column("fingerprint", Text),
+    Column("source", Text, nullable=False, server_default="ami"),
+    Column("uniqueid", Text, nullable=False),
+    Column("linkedid", Text),
+    # JSON array of [header, value] pairs, exactly as received and in order.
+    Column("raw", Text, nullable=False),
+    Column("state", Text, nullable=False, server_default=State.PENDING.value),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Text, nullable=False),
+    Column("last_error", Text),
+    Column("filter_reason", Text),
+    Column("sent_at", Text),
+    Column("updated_at", Text, nullable=False),
+    CheckConstraint(f"state IN ({STATES_SQL})", name="ck_cdr_state"),
+)
+# The claim query walks pending rows oldest first; a partial index keeps that cost independent of
+# how many sent rows the table holds.
+Index("ix_cdr_pending", cdr.c.id, sqlite_where=text("state = 'pending'"))
+Index("ix_cdr_identity", cdr.c.identity, cdr.c.fingerprint)
+Index("ix_cdr_uniqueid", cdr.c.uniqueid)
+Index("ix_cdr_linkedid", cdr.c.linkedid)
+Index("ix_cdr_state", cdr.c.state)
+
+recording = Table(
+    RECORDING_TABLE,
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("mtime", Float, nullable=False),
+    Column("sha256", Text),
+    Column("detected_at", Text, nullable=False),
+    Column("uniqueid", Text),
+    Column("linkedid", Text),
+    Column("state", Text, nullable=False, server_default=State.PENDING.value),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Text, nullable=False),
+    Column("last_error", Text),
+    Column("filter_reason", Text),
+    Column("sent_at", Text),
+    Column("deleted_at", Text),
+    Column("updated_at", Text, nullable=False),
+    UniqueConstraint("path", "size", "mtime", name="uq_recording_file"),
+    CheckConstraint(f"state IN ({STATES_SQL})", name="ck_recording_state"),
+)
+Index("ix_recording_pending", recording.c.id, sqlite_where=text("state = 'pending'"))
+Index("ix_recording_uniqueid", recording.c.uniqueid)
+Index("ix_recording_state", recording.c.state)
+
+TABLES = {CDR_TABLE: cdr, RECORDING_TABLE: recording}

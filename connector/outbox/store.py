@@ -1,0 +1,460 @@
+"""The outbox store: the only module that issues SQL against the outbox at run time.
+
+One aiosqlite connection per store (aiosqlite runs it on its own thread). Every state change is one
+statement in one `BEGIN IMMEDIATE` transaction, and every state change is guarded by the row's
+current state, so only the transitions of `State` can ever happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from connector.errors import OutboxError
+from connector.outbox.migrate import prepare_database
+from connector.outbox.records import (
+    CdrRow,
+    Headers,
+    Kind,
+    NewCdr,
+    NewRecording,
+    RecordingRow,
+    State,
+)
+from connector.timeutil import utc_in, utc_now
+
+BUSY_TIMEOUT_MS = 5000
+
+# Durability settings, applied to every connection:
+# - WAL lets `connector status` read while `connector run` writes;
+# - synchronous=FULL fsyncs the WAL at every commit, so a committed row survives power loss,
+#   not only a process crash (NORMAL would keep it only across crashes);
+# - busy_timeout makes a concurrent CLI write wait instead of failing at once.
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+)
+
+# The n-th distinct AMI frame with the same canonical fields gets occurrence n; a CSV line brings
+# its own occurrence. When the key exists already (the twin came first by the other route), the
+# row stays as it is and only learns the AMI frame's fingerprint, so later forks number right.
+APPEND_CDR_SQL = """
+INSERT INTO cdr (received_at, dedupe_key, identity, fingerprint, source, uniqueid, linkedid, raw,
+                 state, attempts, next_attempt_at, updated_at)
+SELECT :received_at,
+       :identity || '#' || coalesce(:occurrence, 1 + (
+           SELECT count(*) FROM cdr WHERE identity = :identity AND fingerprint IS NOT NULL)),
+       :identity, :fingerprint, :source, :uniqueid, :linkedid, :raw,
+       'pending', 0, :received_at, :received_at
+ WHERE NOT EXISTS (SELECT 1 FROM cdr WHERE identity = :identity AND fingerprint = :fingerprint)
+ON CONFLICT (dedupe_key) DO UPDATE SET fingerprint = excluded.fingerprint
+ WHERE cdr.fingerprint IS NULL AND excluded.fingerprint IS NOT NULL
+"""
+
+APPEND_RECORDING_SQL = """
+INSERT OR IGNORE INTO recording (path, size, mtime, sha256, detected_at, uniqueid, linkedid,
+                                 state, attempts, next_attempt_at, updated_at)
+VALUES (:path, :size, :mtime, :sha256, :detected_at, :uniqueid, :linkedid,
+        'pending', 0, :detected_at, :detected_at)
+"""
+
+CDR_COLUMNS = (
+    "id, received_at, dedupe_key, source, uniqueid, linkedid, raw, state, attempts,"
+    " next_attempt_at, last_error, filter_reason, sent_at"
+)
+RECORDING_COLUMNS = (
+    "id, path, size, mtime, sha256, detected_at, uniqueid, linkedid, state, attempts,"
+    " next_attempt_at, last_error, sent_at, deleted_at"
+)
+TIME_COLUMN = {Kind.CDR: "received_at", Kind.RECORDING: "detected_at"}
+T = TypeVar("T")
+
+
+def cdr_from_row(row: Sequence[Any]) -> CdrRow:
+    """Build a CdrRow from a row selected with CDR_COLUMNS."""
+    headers: Headers = tuple((str(name), str(value)) for name, value in json.loads(row[6]))
+    return CdrRow(
+        id=row[0],
+        received_at=row[1],
+        dedupe_key=row[2],
+        source=row[3],
+        uniqueid=row[4],
+        linkedid=row[5],
+        headers=headers,
+        state=State(row[7]),
+        attempts=row[8],
+        next_attempt_at=row[9],
+        last_error=row[10],
+        filter_reason=row[11],
+        sent_at=row[12],
+    )
+
+
+def recording_from_row(row: Sequence[Any]) -> RecordingRow:
+    """Build a RecordingRow from a row selected with RECORDING_COLUMNS."""
+    return RecordingRow(
+        id=row[0],
+        path=row[1],
+        size=row[2],
+        mtime=row[3],
+        sha256=row[4],
+        detected_at=row[5],
+        uniqueid=row[6],
+        linkedid=row[7],
+        state=State(row[8]),
+        attempts=row[9],
+        next_attempt_at=row[10],
+        last_error=row[11],
+        sent_at=row[12],
+        deleted_at=row[13],
+    )
+
+
+def _cdr_params(row: NewCdr) -> dict[str, Any]:
+    return {
+        "received_at": row.received_at,
+        "identity": row.identity,
+        "fingerprint": row.fingerprint,
+        "occurrence": row.occurrence,
+        "source": row.source,
+        "uniqueid": row.uniqueid,
+        "linkedid": row.linkedid,
+        "raw": json.dumps([list(pair) for pair in row.headers], ensure_ascii=False),
+    }
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """Counts per state and the oldest pending row of one table."""
+
+    counts: Mapping[State, int]
+    oldest_pending_at: str | None
+
+
+@dataclass(frozen=True)
+class FailedRow:
+    """One failed row, for `connector status`."""
+
+    kind: Kind
+    id: int
+    attempts: int
+    last_error: str | None
+    failed_at: str
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """What `connector status` and the metrics show."""
+
+    tables: Mapping[Kind, TableStats]
+    recent_failures: Sequence[FailedRow] = field(default_factory=tuple)
+
+
+def _ids_json(ids: Sequence[int]) -> str:
+    return json.dumps([int(i) for i in ids])
+
+
+class Store:
+    """The outbox: append, claim, settle, resend, purge, stats."""
+
+    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Check and migrate the outbox file, then open it with the durability PRAGMAs."""
+        await asyncio.to_thread(prepare_database, path)
+        try:
+            connection = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as error:
+            raise OutboxError(f"cannot open {path}: {error}") from None
+        try:
+            for pragma in PRAGMAS:
+                await connection.execute(pragma)
+        except sqlite3.Error as error:
+            await connection.close()
+            raise OutboxError(f"cannot use {path}: {error}") from None
+        return cls(connection, path)
+
+    async def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite on last close)."""
+        await self._db.close()
+
+    async def _write(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work` inside one BEGIN IMMEDIATE … COMMIT; any SQLite error is an OutboxError."""
+        async with self._write_lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                result = await work()
+                await self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                await self._rollback()
+                raise OutboxError(f"outbox write failed: {error}") from error
+            except BaseException:
+                await self._rollback()
+                raise
+        return result
+
+    async def _transaction(self, statements: Sequence[tuple[str, Any]]) -> list[int]:
+        """Run statements in one write transaction; return each one's changed-row count."""
+
+        async def work() -> list[int]:
+            changed = []
+            for sql, params in statements:
+                if isinstance(params, list):
+                    cursor = await self._db.executemany(sql, params)
+                else:
+                    cursor = await self._db.execute(sql, params)
+                changed.append(cursor.rowcount)
+            return changed
+
+        return await self._write(work)
+
+    async def _rollback(self) -> None:
+        try:
+            if self._db.in_transaction:
+                await self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the connection rolls back by itself when the transaction cannot continue
+
+    async def _read(self, sql: str, params: Any = ()) -> list[Any]:
+        try:
+            cursor = await self._db.execute(sql, params)
+            return list(await cursor.fetchall())
+        except sqlite3.Error as error:
+            raise OutboxError(f"outbox read failed: {error}") from error
+
+    async def append_cdrs(self, rows: Sequence[NewCdr]) -> int:
+        """Store CDRs in one transaction (group commit); return how many were new."""
+        if not rows:
+            return 0
+        params = [_cdr_params(row) for row in rows]
+
+        async def work() -> int:
+            # Ids only grow, so the new rows are exactly those above the previous maximum.
+            before = await self._max_id("cdr")
+            await self._db.executemany(APPEND_CDR_SQL, params)
+            return await self._max_id("cdr") - before
+
+        return await self._write(work)
+
+    async def _max_id(self, table: str) -> int:
+        cursor = await self._db.execute(f"SELECT coalesce(max(id), 0) FROM {table}")
+        row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def append_recordings(self, rows: Sequence[NewRecording]) -> int:
+        """Store detected recordings in one transaction; return how many were new."""
+        if not rows:
+            return 0
+        params = [
+            {
+                "path": r.path,
+                "size": r.size,
+                "mtime": r.mtime,
+                "sha256": r.sha256,
+                "detected_at": r.detected_at,
+                "uniqueid": r.uniqueid,
+                "linkedid": r.linkedid,
+            }
+            for r in rows
+        ]
+        (changed,) = await self._transaction([(APPEND_RECORDING_SQL, params)])
+        return changed
+
+    async def _claim(self, kind: Kind, columns: str, limit: int, lease_s: float) -> list[Any]:
+        # Claiming pushes next_attempt_at past a lease, so a second claim cannot take the same
+        # rows while a send is in flight; a crash simply lets the lease expire.
+        sql = (
+            f"UPDATE {kind.value} SET next_attempt_at = :lease WHERE id IN ("
+            f" SELECT id FROM {kind.value} WHERE state = 'pending' AND next_attempt_at <= :now"
+            f" ORDER BY id LIMIT :limit) RETURNING {columns}"
+        )
+        params = {"lease": utc_in(lease_s), "now": utc_now(), "limit": limit}
+
+        async def work() -> list[Any]:
+            cursor = await self._db.execute(sql, params)
+            return list(await cursor.fetchall())
+
+        return sorted(await self._write(work), key=lambda row: row[0])
+
+    async def claim_cdrs(self, limit: int, lease_s: float = 120.0) -> list[CdrRow]:
+        """Claim due pending CDRs, oldest first."""
+        rows = await self._claim(Kind.CDR, CDR_COLUMNS, limit, lease_s)
+        return [cdr_from_row(row) for row in rows]
+
+    async def claim_recordings(self, limit: int, lease_s: float = 600.0) -> list[RecordingRow]:
+        """Claim due pending recordings, oldest first."""
+        rows = await self._claim(Kind.RECORDING, RECORDING_COLUMNS, limit, lease_s)
+        return [recording_from_row(row) for row in rows]
+
+    async def mark_sent(self, kind: Kind, ids: Sequence[int]) -> int:
+        """Mark pending rows delivered."""
+        if not ids:
+            return 0
+        now = utc_now()
+        sql = (
+            f"UPDATE {kind.value} SET state = 'sent', sent_at = :now, updated_at = :now,"
+            " last_error = NULL"
+            " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(:ids))"
+        )
+        (changed,) = await self._transaction([(sql, {"now": now, "ids": _ids_json(ids)})])
+        return changed
+
+    async def mark_filtered(self, kind: Kind, reasons: Mapping[int, str]) -> int:
+        """Mark pending rows filtered, each with the reason."""
+        sql = (
+            f"UPDATE {kind.value} SET state = 'filtered', filter_reason = :reason,"
+            " updated_at = :now WHERE state = 'pending' AND id = :id"
+        )
+        now = utc_now()
+        params = [{"id": i, "reason": reason, "now": now} for i, reason in reasons.items()]
+        if not params:
+            return 0
+        (changed,) = await self._transaction([(sql, params)])
+        return changed
+
+    async def mark_failed(self, kind: Kind, errors: Mapping[int, str]) -> int:
+        """Mark pending rows failed, each with the API's answer."""
+        sql = (
+            f"UPDATE {kind.value} SET state = 'failed', attempts = attempts + 1,"
+            " last_error = :error, updated_at = :now WHERE state = 'pending' AND id = :id"
+        )
+        now = utc_now()
+        params = [{"id": i, "error": error, "now": now} for i, error in errors.items()]
+        if not params:
+            return 0
+        (changed,) = await self._transaction([(sql, params)])
+        return changed
+
+    async def reschedule(self, kind: Kind, ids: Sequence[int], delay_s: float, error: str) -> int:
+        """Keep rows pending, count the attempt, and make them due again after delay_s."""
+        if not ids:
+            return 0
+        sql = (
+            f"UPDATE {kind.value} SET attempts = attempts + 1, next_attempt_at = :due,"
+            " last_error = :error, updated_at = :now"
+            " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(:ids))"
+        )
+        params = {"due": utc_in(delay_s), "error": error, "now": utc_now(), "ids": _ids_json(ids)}
+        (changed,) = await self._transaction([(sql, params)])
+        return changed
+
+    async def release(self, kind: Kind, ids: Sequence[int]) -> int:
+        """Make claimed rows due at once again, without counting an attempt (e.g. on shutdown)."""
+        if not ids:
+            return 0
+        sql = (
+            f"UPDATE {kind.value} SET next_attempt_at = :now"
+            " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(:ids))"
+        )
+        (changed,) = await self._transaction([(sql, {"now": utc_now(), "ids": _ids_json(ids)})])
+        return changed
+
+    async def resend(
+        self,
+        kinds: Sequence[Kind] = (Kind.CDR, Kind.RECORDING),
+        ids: Sequence[int] = (),
+        since: str | None = None,
+    ) -> int:
+        """Move failed rows back to pending, due now; return how many moved."""
+        conditions = ["state = 'failed'"]
+        params: dict[str, Any] = {"now": utc_now()}
+        if ids:
+            conditions.append("id IN (SELECT value FROM json_each(:ids))")
+            params["ids"] = _ids_json(ids)
+        if since:
+            conditions.append("updated_at >= :since")
+            params["since"] = since
+        where = " AND ".join(conditions)
+        statements = [
+            (
+                f"UPDATE {kind.value} SET state = 'pending', next_attempt_at = :now,"
+                f" updated_at = :now WHERE {where}",
+                params,
+            )
+            for kind in kinds
+        ]
+        return sum(await self._transaction(statements))
+
+    async def purge(self, older_than_s: float) -> int:
+        """Delete sent and filtered rows settled more than older_than_s ago; return how many."""
+        cutoff = utc_in(-older_than_s)
+        statements = [
+            (
+                f"DELETE FROM {kind.value}"
+                " WHERE state IN ('sent', 'filtered') AND updated_at < :cutoff",
+                {"cutoff": cutoff},
+            )
+            for kind in Kind
+        ]
+        return sum(await self._transaction(statements))
+
+    async def cdrs_by_uniqueid(self, uniqueid: str) -> list[CdrRow]:
+        """Every stored CDR of a channel, oldest first."""
+        rows = await self._read(
+            f"SELECT {CDR_COLUMNS} FROM cdr WHERE uniqueid = ? ORDER BY id", (uniqueid,)
+        )
+        return [cdr_from_row(row) for row in rows]
+
+    async def get_cdrs(self, ids: Sequence[int]) -> list[CdrRow]:
+        """The CDR rows with these ids, oldest first."""
+        rows = await self._read(
+            f"SELECT {CDR_COLUMNS} FROM cdr WHERE id IN (SELECT value FROM json_each(?))"
+            " ORDER BY id",
+            (_ids_json(ids),),
+        )
+        return [cdr_from_row(row) for row in rows]
+
+    async def get_recordings(self, ids: Sequence[int]) -> list[RecordingRow]:
+        """The recording rows with these ids, oldest first."""
+        rows = await self._read(
+            f"SELECT {RECORDING_COLUMNS} FROM recording"
+            " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (_ids_json(ids),),
+        )
+        return [recording_from_row(row) for row in rows]
+
+    async def mark_deleted(self, ids: Sequence[int]) -> int:
+        """Note that recording files were deleted after upload."""
+        sql = (
+            "UPDATE recording SET deleted_at = :now WHERE id IN (SELECT value FROM json_each(:ids))"
+        )
+        (changed,) = await self._transaction([(sql, {"now": utc_now(), "ids": _ids_json(ids)})])
+        return changed
+
+    async def stats(self, recent_failures: int = 5) -> OutboxStats:
+        """Counts per table and state, oldest pending rows, and the latest failures."""
+        tables: dict[Kind, TableStats] = {}
+        for kind in Kind:
+            counts = {state: 0 for state in State}
+            for state, count in await self._read(
+                f"SELECT state, count(*) FROM {kind.value} GROUP BY state"
+            ):
+                counts[State(state)] = count
+            # Ids grow with arrival time, so the partial pending index finds the oldest at once.
+            oldest_rows = await self._read(
+                f"SELECT {TIME_COLUMN[kind]} FROM {kind.value} WHERE state = 'pending'"
+                " ORDER BY id LIMIT 1"
+            )
+            oldest = oldest_rows[0][0] if oldest_rows else None
+            tables[kind] = TableStats(counts=counts, oldest_pending_at=oldest)
+        failures = [
+            FailedRow(Kind(kind), row_id, attempts, error, failed_at)
+            for row_id, kind, attempts, error, failed_at in await self._read(
+                "SELECT id, kind, attempts, last_error, failed_at FROM failed"
+                " ORDER BY failed_at DESC, id DESC LIMIT ?",
+                (recent_failures,),
+            )
+        ]
+        return OutboxStats(tables=tables, recent_failures=failures)
