@@ -15,7 +15,7 @@ from typing import Any
 
 from connector import __version__
 from connector.config import ConfigError, load_settings, load_store_settings
-from connector.errors import OutboxError
+from connector.errors import OutboxError, StartupError
 from connector.logs import configure_logging
 from connector.outbox.migrate import known_revisions, prepare_database
 from connector.outbox.records import Kind, State
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in error.problems:
             print(f"configuration error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    except (OutboxError, UserError) as error:
+    except (OutboxError, StartupError, UserError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

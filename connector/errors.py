@@ -53,3 +53,7 @@ class OutboxError(ConnectorError):
 
 class OutboxLocked(OutboxError):
     """Another `connector run` already owns the DATA_DIR."""
+
+
+class StartupError(ConnectorError):
+    """The service cannot start (e.g. the monitoring port is taken); the message names the fix."""

@@ -361,6 +361,25 @@ class Store:
         (changed,) = await self._transaction([(sql, {"now": utc_now(), "ids": _ids_json(ids)})])
         return changed
 
+    async def release_all(self, kind: Kind) -> int:
+        """Make every pending row due now: at start-up no claim of a previous run is still live."""
+        sql = (
+            f"UPDATE {kind.value} SET next_attempt_at = :now"
+            " WHERE state = 'pending' AND next_attempt_at > :now"
+        )
+        (changed,) = await self._transaction([(sql, {"now": utc_now()})])
+        return changed
+
+    async def due_summary(self, kind: Kind, limit: int) -> tuple[int, str | None]:
+        """How many pending rows are due (counting at most `limit`), and when the oldest arrived."""
+        rows = await self._read(
+            f"SELECT count(*), min({TIME_COLUMN[kind]}) FROM (SELECT {TIME_COLUMN[kind]} FROM {kind.value}"
+            " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?)",
+            (utc_now(), limit),
+        )
+        count, oldest = rows[0]
+        return int(count), oldest
+
     async def resend(
         self,
         kinds: Sequence[Kind] = (Kind.CDR, Kind.RECORDING),
@@ -392,8 +411,7 @@ class Store:
         cutoff = utc_in(-older_than_s)
         statements = [
             (
-                f"DELETE FROM {kind.value}"
-                " WHERE state IN ('sent', 'filtered') AND updated_at < :cutoff",
+                f"DELETE FROM {kind.value} WHERE state IN ('sent', 'filtered') AND updated_at < :cutoff",
                 {"cutoff": cutoff},
             )
             for kind in Kind
@@ -402,16 +420,13 @@ class Store:
 
     async def cdrs_by_uniqueid(self, uniqueid: str) -> list[CdrRow]:
         """Every stored CDR of a channel, oldest first."""
-        rows = await self._read(
-            f"SELECT {CDR_COLUMNS} FROM cdr WHERE uniqueid = ? ORDER BY id", (uniqueid,)
-        )
+        rows = await self._read(f"SELECT {CDR_COLUMNS} FROM cdr WHERE uniqueid = ? ORDER BY id", (uniqueid,))
         return [cdr_from_row(row) for row in rows]
 
     async def get_cdrs(self, ids: Sequence[int]) -> list[CdrRow]:
         """The CDR rows with these ids, oldest first."""
         rows = await self._read(
-            f"SELECT {CDR_COLUMNS} FROM cdr WHERE id IN (SELECT value FROM json_each(?))"
-            " ORDER BY id",
+            f"SELECT {CDR_COLUMNS} FROM cdr WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
             (_ids_json(ids),),
         )
         return [cdr_from_row(row) for row in rows]
@@ -427,9 +442,7 @@ class Store:
 
     async def mark_deleted(self, ids: Sequence[int]) -> int:
         """Note that recording files were deleted after upload."""
-        sql = (
-            "UPDATE recording SET deleted_at = :now WHERE id IN (SELECT value FROM json_each(:ids))"
-        )
+        sql = "UPDATE recording SET deleted_at = :now WHERE id IN (SELECT value FROM json_each(:ids))"
         (changed,) = await self._transaction([(sql, {"now": utc_now(), "ids": _ids_json(ids)})])
         return changed
 
@@ -438,14 +451,11 @@ class Store:
         tables: dict[Kind, TableStats] = {}
         for kind in Kind:
             counts = {state: 0 for state in State}
-            for state, count in await self._read(
-                f"SELECT state, count(*) FROM {kind.value} GROUP BY state"
-            ):
+            for state, count in await self._read(f"SELECT state, count(*) FROM {kind.value} GROUP BY state"):
                 counts[State(state)] = count
             # Ids grow with arrival time, so the partial pending index finds the oldest at once.
             oldest_rows = await self._read(
-                f"SELECT {TIME_COLUMN[kind]} FROM {kind.value} WHERE state = 'pending'"
-                " ORDER BY id LIMIT 1"
+                f"SELECT {TIME_COLUMN[kind]} FROM {kind.value} WHERE state = 'pending' ORDER BY id LIMIT 1"
             )
             oldest = oldest_rows[0][0] if oldest_rows else None
             tables[kind] = TableStats(counts=counts, oldest_pending_at=oldest)

@@ -1,0 +1,221 @@
+"""The CDR drainer: claim due rows, filter, map, post, and settle each row.
+
+Batch mode posts up to CDR_BATCH_SIZE CDRs per request: a full batch goes at once, a partial batch
+once its oldest CDR has waited CDR_BATCH_FORCE_TIMEOUT seconds. Direct mode posts one CDR per
+request as soon as it is stored. Both keep up to CDR_MAX_CONCURRENT requests in flight. With nothing
+due, the drainer sleeps until the listener commits new rows, or CDR_BATCH_TIMEOUT seconds at most
+(to pick up rows whose retry time came, or that `connector resend` made pending).
+
+Each answer maps to exactly one transition (see connector.errors): delivered → sent; RetryLater →
+stays pending, rescheduled; Rejected → the batch is split in halves until the rejected rows are
+alone, and only they become failed; AuthRefused → no row changes state and the drainer pauses.
+No database transaction is open while a request is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from connector import metrics
+from connector.cdr.filters import FilterRules, filter_reason
+from connector.cdr.mapping import MappingOptions, cdr_payload
+from connector.config import CdrMode, Settings
+from connector.drain.backoff import backoff_delay
+from connector.drain.gate import DeliveryGate
+from connector.errors import AuthRefused, OutboxError, Rejected, RetryLater
+from connector.outbox.records import CdrRow, Kind
+from connector.outbox.store import Store
+from connector.timeutil import age_seconds
+
+log = logging.getLogger(__name__)
+
+Item = tuple[int, dict[str, Any]]
+
+
+class CdrSender(Protocol):
+    """What the drainer needs of the API client."""
+
+    async def post_cdrs(self, cdrs: Sequence[dict[str, Any]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class DrainSettings:
+    """How the CDR drainer paces itself."""
+
+    direct: bool = False
+    batch_size: int = 100
+    force_timeout_s: float = 5.0
+    idle_poll_s: float = 30.0
+    max_concurrent: int = 10
+    lease_s: float = 120.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DrainSettings:
+        """Take CDR_MODE, CDR_BATCH_* and CDR_MAX_CONCURRENT; a claim outlives one API timeout."""
+        return cls(
+            direct=settings.cdr_mode is CdrMode.DIRECT,
+            batch_size=settings.cdr_batch_size,
+            force_timeout_s=settings.cdr_batch_force_timeout,
+            idle_poll_s=settings.cdr_batch_timeout,
+            max_concurrent=settings.cdr_max_concurrent,
+            lease_s=settings.api_timeout * 2 + 30,
+        )
+
+
+class CdrDrainer:
+    """Delivers pending CDRs until stopped."""
+
+    def __init__(
+        self,
+        store: Store,
+        api: CdrSender,
+        rules: FilterRules,
+        options: MappingOptions,
+        pace: DrainSettings,
+        new_rows: asyncio.Event,
+    ) -> None:
+        self._store = store
+        self._api = api
+        self._rules = rules
+        self._options = options
+        self._pace = pace
+        self._new_rows = new_rows
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(pace.max_concurrent)
+        self.gate = DeliveryGate("cdr drainer", self._stopping)
+
+    def stop(self) -> None:
+        """Stop claiming; requests in flight finish (the caller bounds them with a deadline)."""
+        self._stopping.set()
+        self._new_rows.set()
+
+    async def run(self) -> None:
+        """Claim and deliver until stop() is called."""
+        outbox_failures = 0
+        async with asyncio.TaskGroup() as sends:
+            while not self._stopping.is_set():
+                await self.gate.wait_open()
+                await self._slots.acquire()
+                try:
+                    batch = await self._next_batch()
+                except OutboxError as error:
+                    self._slots.release()
+                    outbox_failures += 1
+                    await self._outbox_pause(error, outbox_failures)
+                    continue
+                outbox_failures = 0
+                if not batch:
+                    self._slots.release()
+                    continue
+                sends.create_task(self._deliver_in_slot(batch))
+
+    async def _outbox_pause(self, error: OutboxError, failures: int) -> None:
+        """The outbox cannot be read or written: log, wait, and try again (never crash-loop)."""
+        delay = backoff_delay(failures, cap_s=30.0)
+        log.error("cdr drainer: %s; retrying in %.1fs", error, delay)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+
+    async def run_once(self) -> int:
+        """Deliver one claim of whatever is due now, without pacing; return rows handled."""
+        size = 1 if self._pace.direct else self._pace.batch_size
+        batch = await self._store.claim_cdrs(size, self._pace.lease_s)
+        if batch:
+            await self.deliver(batch)
+        return len(batch)
+
+    async def _next_batch(self) -> list[CdrRow]:
+        """Wait until a batch is worth sending, then claim it ([] when stopping)."""
+        size = 1 if self._pace.direct else self._pace.batch_size
+        while not self._stopping.is_set():
+            self._new_rows.clear()
+            due, oldest = await self._store.due_summary(Kind.CDR, size)
+            waited = age_seconds(oldest)
+            if due >= size or (due and waited >= self._pace.force_timeout_s):
+                return await self._store.claim_cdrs(size, self._pace.lease_s)
+            timeout = self._pace.force_timeout_s - waited if due else self._pace.idle_poll_s
+            await self._wait_for_rows(timeout)
+        return []
+
+    async def _wait_for_rows(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._new_rows.wait(), timeout=max(0.0, timeout_s))
+        except TimeoutError:
+            pass
+
+    async def _deliver_in_slot(self, batch: list[CdrRow]) -> None:
+        try:
+            await self.deliver(batch)
+        except OutboxError as error:
+            # The rows stay pending under their claim and are retried once it expires.
+            log.error("cdr drainer: cannot record the outcome of %d CDRs: %s", len(batch), error)
+        finally:
+            self._slots.release()
+
+    async def deliver(self, batch: Sequence[CdrRow]) -> None:
+        """Filter, map and send claimed rows, then settle every one of them."""
+        metrics.CDRS_PROCESSED.inc(len(batch))
+        items: list[Item] = []
+        filtered: dict[int, str] = {}
+        for row in batch:
+            reason = filter_reason(row.headers, self._rules)
+            if reason:
+                filtered[row.id] = reason
+            else:
+                items.append((row.id, cdr_payload(row, self._options)))
+        if filtered:
+            await asyncio.shield(self._store.mark_filtered(Kind.CDR, filtered))
+            for reason in filtered.values():
+                metrics.CDR_FILTERED.labels(reason=reason).inc()
+        try:
+            await self._send(items)
+        except asyncio.CancelledError:
+            # Shutdown deadline: make the rows due again at once for the next start.
+            await asyncio.shield(self._store.release(Kind.CDR, [row.id for row in batch]))
+            raise
+
+    async def _send(self, items: Sequence[Item]) -> bool:
+        """Post items and settle them; return False when sending must pause."""
+        if not items:
+            return True
+        ids = [row_id for row_id, _ in items]
+        try:
+            await self._api.post_cdrs([payload for _, payload in items])
+        except RetryLater as error:
+            delay = self.gate.retry_later(error.detail, error.retry_after_s)
+            await asyncio.shield(self._store.reschedule(Kind.CDR, ids, delay, error.detail))
+            return False
+        except AuthRefused as error:
+            self.gate.auth_refused(error.detail, error.status)
+            await asyncio.shield(self._store.release(Kind.CDR, ids))
+            return False
+        except Rejected as error:
+            return await self._isolate_rejected(items, error)
+        self.gate.delivered()
+        await asyncio.shield(self._store.mark_sent(Kind.CDR, ids))
+        metrics.CDRS_SENT.inc(len(ids))
+        return True
+
+    async def _isolate_rejected(self, items: Sequence[Item], error: Rejected) -> bool:
+        """Split a rejected batch in halves until each rejected row is alone; fail only those."""
+        if len(items) == 1:
+            row_id = items[0][0]
+            detail = f"HTTP {error.status}: {error.detail}"
+            await asyncio.shield(self._store.mark_failed(Kind.CDR, {row_id: detail}))
+            metrics.CDRS_FAILED.inc()
+            log.error("cdr #%d rejected by the API (%s); `connector resend` retries it", row_id, detail)
+            return True
+        half = len(items) // 2
+        for part_index, part in enumerate((items[:half], items[half:])):
+            if not await self._send(part):
+                if part_index == 0:
+                    rest = [row_id for row_id, _ in items[half:]]
+                    await asyncio.shield(self._store.release(Kind.CDR, rest))
+                return False
+        return True
