@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from connector.timeutil import parse_iso
+
 API_KEY_PATTERN = re.compile(r"^sk_[A-Za-z0-9]{32}$")
 SECRET_FIELDS = frozenset({"api_key", "ami_password"})
 # Needed by `run` and `check`; `status`, `resend`, `purge` and `migrate` work without them.
@@ -139,6 +141,11 @@ class Settings(StoreSettings):
     cdr_filter_exclude_dst: CommaList = ("h",)
     cdr_internal_pattern: str = r"^[0-9]{2,6}$"
 
+    # Gap recovery from Asterisk's CSV CDR backends
+    cdr_backfill_csv: str = ""
+    cdr_backfill_columns: str = "csv"
+    cdr_backfill_from: str = "end"
+
     # Monitoring
     monitoring_enabled: bool = True
     monitoring_port: int = Field(8000, ge=1, le=65535)
@@ -202,9 +209,7 @@ class Settings(StoreSettings):
     def _http_url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
         if value and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(
-                "must be an http:// or https:// URL, e.g. https://api-us1.sipstack.com/v1"
-            )
+            raise ValueError("must be an http:// or https:// URL, e.g. https://api-us1.sipstack.com/v1")
         return value
 
     @field_validator("asterisk_tz")
@@ -218,6 +223,18 @@ class Settings(StoreSettings):
                 raise ValueError(
                     "must be an IANA time zone name such as Europe/Paris or America/Toronto"
                 ) from None
+        return value
+
+    @field_validator("cdr_backfill_from")
+    @classmethod
+    def _backfill_start(cls, value: str) -> str:
+        value = value.strip().lower() or "end"
+        if value in ("end", "start"):
+            return value
+        try:
+            parse_iso(value)
+        except ValueError:
+            raise ValueError("must be end, start, or an ISO date such as 2026-11-01") from None
         return value
 
     @field_validator("cdr_internal_pattern")

@@ -19,17 +19,13 @@ BUILD_INFO.info({"version": __version__})
 AMI_CONNECTION_STATUS = Gauge(
     "ami_connection_status", "1 while an AMI session is logged in, else 0", registry=REGISTRY
 )
-AMI_DISCONNECTIONS = Counter(
-    "ami_disconnections_total", "AMI sessions lost or refused", registry=REGISTRY
-)
+AMI_DISCONNECTIONS = Counter("ami_disconnections_total", "AMI sessions lost or refused", registry=REGISTRY)
 AMI_DISCONNECTED_SECONDS = Counter(
     "ami_disconnected_seconds_total",
     "Time without an AMI session (events of this period were not sent by Asterisk)",
     registry=REGISTRY,
 )
-AMI_LOGIN_FAILURES = Counter(
-    "ami_login_failures_total", "AMI logins refused by Asterisk", registry=REGISTRY
-)
+AMI_LOGIN_FAILURES = Counter("ami_login_failures_total", "AMI logins refused by Asterisk", registry=REGISTRY)
 AMI_FRAMES_MALFORMED = Counter(
     "ami_frames_malformed_total", "AMI frames that could not be parsed whole", registry=REGISTRY
 )
@@ -79,6 +75,17 @@ API_AUTH_FAILURES = Counter(
     "api_auth_failures_total", "API answers refusing the key (401/403)", registry=REGISTRY
 )
 
+# Gap recovery (Master.csv follower)
+CDRS_RECOVERED = Counter(
+    "cdrs_recovered_total", "CDRs found only in the CSV file and stored from it", registry=REGISTRY
+)
+BACKFILL_LAG_BYTES = Gauge(
+    "backfill_lag_bytes", "Bytes of the CSV file not yet read by the follower", registry=REGISTRY
+)
+BACKFILL_MALFORMED = Counter(
+    "backfill_malformed_total", "CSV lines skipped because they could not be parsed", registry=REGISTRY
+)
+
 # Recordings
 RECORDINGS_DETECTED = Counter(
     "recordings_detected_total", "Finished recordings stored in the outbox", registry=REGISTRY
@@ -86,9 +93,7 @@ RECORDINGS_DETECTED = Counter(
 RECORDINGS_UPLOADED = Counter(
     "recordings_uploaded_total", "Recordings delivered to the API", registry=REGISTRY
 )
-RECORDINGS_FAILED = Counter(
-    "recordings_failed_total", "Recordings rejected or unreadable", registry=REGISTRY
-)
+RECORDINGS_FAILED = Counter("recordings_failed_total", "Recordings rejected or unreadable", registry=REGISTRY)
 RECORDING_UPLOAD_BYTES = Counter(
     "recording_upload_bytes_total", "Recording bytes delivered", registry=REGISTRY
 )
@@ -102,9 +107,7 @@ OUTBOX_OLDEST_PENDING_AGE = Gauge(
     ["table"],
     registry=REGISTRY,
 )
-OUTBOX_DB_BYTES = Gauge(
-    "outbox_db_bytes", "Size of the outbox database with its WAL", registry=REGISTRY
-)
+OUTBOX_DB_BYTES = Gauge("outbox_db_bytes", "Size of the outbox database with its WAL", registry=REGISTRY)
 DATA_DIR_FREE_BYTES = Gauge("data_dir_free_bytes", "Free space in DATA_DIR", registry=REGISTRY)
 OUTBOX_WRITABLE = Gauge(
     "outbox_writable", "1 while the last outbox write succeeded, else 0", registry=REGISTRY

@@ -25,8 +25,14 @@ def backoff_delay(
     return max(base_s, draw) if ceiling > base_s else ceiling
 
 
-def retry_delay(failures: int, retry_after_s: float | None, *, cap_s: float = MAX_DELAY_S) -> float:
-    """The API's Retry-After when present (capped), else our own backoff."""
+def retry_delay(
+    failures: int,
+    retry_after_s: float | None,
+    *,
+    base_s: float = MIN_DELAY_S,
+    cap_s: float = MAX_DELAY_S,
+) -> float:
+    """The API's Retry-After when present (capped at 5 minutes), else our own backoff."""
     if retry_after_s is not None:
-        return min(cap_s, max(0.0, retry_after_s))
-    return backoff_delay(failures, cap_s=cap_s)
+        return min(MAX_DELAY_S, max(0.0, retry_after_s))
+    return backoff_delay(failures, base_s=base_s, cap_s=cap_s)

@@ -52,6 +52,8 @@ class DrainSettings:
     idle_poll_s: float = 30.0
     max_concurrent: int = 10
     lease_s: float = 120.0
+    retry_base_s: float = 1.0  # backoff after a failed send: 1 s, doubling, full jitter …
+    retry_cap_s: float = 300.0  # … up to 5 minutes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DrainSettings:
@@ -86,7 +88,9 @@ class CdrDrainer:
         self._new_rows = new_rows
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(pace.max_concurrent)
-        self.gate = DeliveryGate("cdr drainer", self._stopping)
+        self.gate = DeliveryGate(
+            "cdr drainer", self._stopping, base_s=pace.retry_base_s, cap_s=pace.retry_cap_s
+        )
 
     def stop(self) -> None:
         """Stop claiming; requests in flight finish (the caller bounds them with a deadline)."""

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 
-from connector.drain.backoff import MAX_DELAY_S, backoff_delay, retry_delay
+from connector.drain.backoff import MAX_DELAY_S, MIN_DELAY_S, backoff_delay, retry_delay
 
 AUTH_LOG_INTERVAL_S = 60.0
 
@@ -21,8 +21,17 @@ log = logging.getLogger(__name__)
 class DeliveryGate:
     """Tracks consecutive failures and when sending may resume."""
 
-    def __init__(self, name: str, stopping: asyncio.Event) -> None:
+    def __init__(
+        self,
+        name: str,
+        stopping: asyncio.Event,
+        *,
+        base_s: float = MIN_DELAY_S,
+        cap_s: float = MAX_DELAY_S,
+    ) -> None:
         self.name = name
+        self.base_s = base_s
+        self.cap_s = cap_s
         self._stopping = stopping
         self._failures = 0
         self._auth_failures = 0
@@ -44,7 +53,7 @@ class DeliveryGate:
     def retry_later(self, detail: str, retry_after_s: float | None) -> float:
         """A transient failure: close the gate; return the delay chosen for the rows."""
         self._failures += 1
-        delay = retry_delay(self._failures, retry_after_s)
+        delay = retry_delay(self._failures, retry_after_s, base_s=self.base_s, cap_s=self.cap_s)
         self._open_at = max(self._open_at, time.monotonic() + delay)
         log.warning(
             "%s: API unavailable (%s); attempt %d, next in %.1fs",
@@ -58,7 +67,7 @@ class DeliveryGate:
     def auth_refused(self, detail: str, status: int) -> float:
         """The key was refused: pause (no row changes state); log at most once a minute."""
         self._auth_failures += 1
-        delay = backoff_delay(self._auth_failures, cap_s=MAX_DELAY_S)
+        delay = backoff_delay(self._auth_failures, base_s=self.base_s, cap_s=self.cap_s)
         self._open_at = max(self._open_at, time.monotonic() + delay)
         now = time.monotonic()
         if now - self._last_auth_log >= AUTH_LOG_INTERVAL_S:

@@ -59,14 +59,11 @@ def _check_file(path: Path) -> str | None:
         return None
     with path.open("rb") as handle:
         if handle.read(16) != SQLITE_MAGIC:
-            raise OutboxError(
-                f"{path} is not a SQLite database: move it away or point DATA_DIR elsewhere"
-            )
+            raise OutboxError(f"{path} is not a SQLite database: move it away or point DATA_DIR elsewhere")
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
             tables = {
-                row[0]
-                for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
             if "alembic_version" not in tables:
                 if tables - {"sqlite_sequence"}:

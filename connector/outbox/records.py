@@ -95,3 +95,14 @@ class RecordingRow:
     last_error: str | None
     sent_at: str | None
     deleted_at: str | None
+
+
+@dataclass(frozen=True)
+class CsvPosition:
+    """How far a CSV file has been read: its inode, the byte offset and line number after the last
+    complete line consumed."""
+
+    path: str
+    inode: int
+    offset: int
+    line: int

@@ -27,6 +27,7 @@ STATES_SQL = ", ".join(f"'{state.value}'" for state in State)
 
 CDR_TABLE = "cdr"
 RECORDING_TABLE = "recording"
+CSV_POSITION_TABLE = "csv_position"
 BACKLOG_VIEW = "backlog"
 FAILED_VIEW = "failed"
 
@@ -88,4 +89,16 @@ Index("ix_recording_pending", recording.c.id, sqlite_where=text("state = 'pendin
 Index("ix_recording_uniqueid", recording.c.uniqueid)
 Index("ix_recording_state", recording.c.state)
 
-TABLES = {CDR_TABLE: cdr, RECORDING_TABLE: recording}
+# Where the Master.csv follower has read up to; written in the same transaction as the rows read,
+# so a crash can neither skip nor double-read a line.
+csv_position = Table(
+    CSV_POSITION_TABLE,
+    metadata,
+    Column("path", Text, primary_key=True),
+    Column("inode", Integer, nullable=False),
+    Column("offset", Integer, nullable=False),
+    Column("line", Integer, nullable=False, server_default="0"),
+    Column("updated_at", Text, nullable=False),
+)
+
+TABLES = {CDR_TABLE: cdr, RECORDING_TABLE: recording, CSV_POSITION_TABLE: csv_position}

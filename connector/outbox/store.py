@@ -21,6 +21,7 @@ from connector.errors import OutboxError
 from connector.outbox.migrate import prepare_database
 from connector.outbox.records import (
     CdrRow,
+    CsvPosition,
     Headers,
     Kind,
     NewCdr,
@@ -64,6 +65,13 @@ INSERT OR IGNORE INTO recording (path, size, mtime, sha256, detected_at, uniquei
                                  state, attempts, next_attempt_at, updated_at)
 VALUES (:path, :size, :mtime, :sha256, :detected_at, :uniqueid, :linkedid,
         'pending', 0, :detected_at, :detected_at)
+"""
+
+SAVE_POSITION_SQL = """
+INSERT INTO csv_position (path, inode, offset, line, updated_at)
+VALUES (:path, :inode, :offset, :line, :now)
+ON CONFLICT (path) DO UPDATE SET inode = excluded.inode, offset = excluded.offset,
+                                 line = excluded.line, updated_at = excluded.updated_at
 """
 
 CDR_COLUMNS = (
@@ -128,6 +136,16 @@ def _cdr_params(row: NewCdr) -> dict[str, Any]:
         "uniqueid": row.uniqueid,
         "linkedid": row.linkedid,
         "raw": json.dumps([list(pair) for pair in row.headers], ensure_ascii=False),
+    }
+
+
+def _position_params(position: CsvPosition) -> dict[str, Any]:
+    return {
+        "path": position.path,
+        "inode": position.inode,
+        "offset": position.offset,
+        "line": position.line,
+        "now": utc_now(),
     }
 
 
@@ -234,9 +252,12 @@ class Store:
         except sqlite3.Error as error:
             raise OutboxError(f"outbox read failed: {error}") from error
 
-    async def append_cdrs(self, rows: Sequence[NewCdr]) -> int:
-        """Store CDRs in one transaction (group commit); return how many were new."""
-        if not rows:
+    async def append_cdrs(self, rows: Sequence[NewCdr], position: CsvPosition | None = None) -> int:
+        """Store CDRs in one transaction (group commit); return how many were new.
+
+        With `position`, the CSV reader's position is saved in the same transaction as the rows.
+        """
+        if not rows and position is None:
             return 0
         params = [_cdr_params(row) for row in rows]
 
@@ -244,6 +265,8 @@ class Store:
             # Ids only grow, so the new rows are exactly those above the previous maximum.
             before = await self._max_id("cdr")
             await self._db.executemany(APPEND_CDR_SQL, params)
+            if position is not None:
+                await self._db.execute(SAVE_POSITION_SQL, _position_params(position))
             return await self._max_id("cdr") - before
 
         return await self._write(work)
@@ -417,6 +440,11 @@ class Store:
             for kind in Kind
         ]
         return sum(await self._transaction(statements))
+
+    async def csv_position(self, path: str) -> CsvPosition | None:
+        """Where the CSV follower of `path` stopped, if it ever read it."""
+        rows = await self._read("SELECT path, inode, offset, line FROM csv_position WHERE path = ?", (path,))
+        return CsvPosition(*rows[0]) if rows else None
 
     async def cdrs_by_uniqueid(self, uniqueid: str) -> list[CdrRow]:
         """Every stored CDR of a channel, oldest first."""

@@ -66,9 +66,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("path", "size", "mtime", name="uq_recording_file"),
         sa.CheckConstraint(f"state IN ({STATES})", name="ck_recording_state"),
     )
-    op.create_index(
-        "ix_recording_pending", "recording", ["id"], sqlite_where=sa.text("state = 'pending'")
-    )
+    op.create_index("ix_recording_pending", "recording", ["id"], sqlite_where=sa.text("state = 'pending'"))
     op.create_index("ix_recording_uniqueid", "recording", ["uniqueid"])
     op.create_index("ix_recording_state", "recording", ["state"])
 
