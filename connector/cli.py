@@ -161,6 +161,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_connector(settings))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from connector.check import report, run_checks
+
+    settings = load_settings()
+    return report(asyncio.run(run_checks(settings)), as_json=args.json)
+
+
 def _positive_id(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -181,15 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="listen to AMI and deliver to the API (the service)")
     run.set_defaults(handler=cmd_run)
 
+    check = commands.add_parser("check", help="diagnose AMI, Asterisk CDR set-up, the API and DATA_DIR")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(handler=cmd_check)
+
     status = commands.add_parser("status", help="show the outbox backlog and recent failures")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_status)
 
     resend = commands.add_parser("resend", help="move failed rows back to pending")
     resend.add_argument("--kind", choices=[kind.value for kind in Kind], help="only this table")
-    resend.add_argument(
-        "--id", type=_positive_id, nargs="+", metavar="N", help="only these row ids"
-    )
+    resend.add_argument("--id", type=_positive_id, nargs="+", metavar="N", help="only these row ids")
     resend.add_argument("--since", metavar="ISO-TIME", help="only rows that failed at or after this")
     resend.set_defaults(handler=cmd_resend)
 

@@ -1,0 +1,292 @@
+"""`connector check`: diagnose a set-up in one command, one ✓ / ✗ / ! line per check.
+
+Every check runs, whatever failed before it (a check that depends on a failed one says it was
+skipped); each failure names the fix. Exit code 0 only when nothing failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from connector.ami.client import AmiSession, LoginRefused
+from connector.api.client import ApiClient
+from connector.config import Settings
+from connector.errors import AuthRefused, Rejected, RetryLater
+
+MIN_FREE_BYTES = 100 * 1024 * 1024
+LOW_FREE_BYTES = 1024 * 1024 * 1024
+TIMEOUT_S = 5.0
+
+
+class Status(StrEnum):
+    """The outcome of one check."""
+
+    OK = "ok"
+    FAIL = "fail"
+    WARN = "warn"
+
+
+SYMBOLS = {Status.OK: "✓", Status.FAIL: "✗", Status.WARN: "!"}
+COLOURS = {Status.OK: "\033[32m", Status.FAIL: "\033[31m", Status.WARN: "\033[33m"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def _ok(name: str, detail: str) -> Check:
+    return Check(name, Status.OK, detail)
+
+
+def _fail(name: str, detail: str, fix: str) -> Check:
+    return Check(name, Status.FAIL, detail, fix)
+
+
+def _warn(name: str, detail: str, fix: str = "") -> Check:
+    return Check(name, Status.WARN, detail, fix)
+
+
+def read_classes(lines: Sequence[str]) -> list[str] | None:
+    """The `read perm:` classes of `manager show user NAME` output, or None if absent."""
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "read perm":
+            return [item.strip().lower() for item in value.split(",") if item.strip()]
+    return None
+
+
+def cdr_status_checks(lines: Sequence[str]) -> list[Check]:
+    """Judge `cdr show status` output: logging on, cdr_manager registered and not suspended."""
+    text = "\n".join(lines)
+    checks = []
+    logging_line = re.search(r"Logging:\s*(\w+)", text)
+    if logging_line and logging_line.group(1).lower() == "enabled":
+        checks.append(_ok("CDR logging", "cdr show status: Logging Enabled"))
+    else:
+        found = logging_line.group(1) if logging_line else "not shown"
+        checks.append(
+            _fail(
+                "CDR logging",
+                f"cdr show status: Logging {found}",
+                "set enable = yes in cdr.conf [general], then: asterisk -rx 'module reload cdr'",
+            )
+        )
+    backends = text.split("Registered Backends", 1)[1] if "Registered Backends" in text else ""
+    manager = re.search(r"^\s*cdr_manager\b(.*)$", backends, re.MULTILINE)
+    if manager is None:
+        checks.append(
+            _fail(
+                "cdr_manager backend",
+                "cdr_manager is not a registered CDR backend: no Cdr events are sent",
+                "asterisk -rx 'module load cdr_manager.so' (and load it in modules.conf)",
+            )
+        )
+    elif "suspended" in manager.group(1).lower():
+        checks.append(
+            _fail(
+                "cdr_manager backend",
+                "cdr_manager is registered but (suspended): CDRs are lost on the Asterisk side",
+                "set enabled = yes in cdr_manager.conf [general], then: "
+                "asterisk -rx 'module reload cdr_manager.so'",
+            )
+        )
+    else:
+        checks.append(_ok("cdr_manager backend", "cdr_manager registered and active"))
+    return checks
+
+
+async def _ami_checks(settings: Settings) -> list[Check]:
+    missing = [
+        name.upper() for name in ("ami_host", "ami_username", "ami_password") if not getattr(settings, name)
+    ]
+    if missing:
+        return [_fail("AMI", f"{', '.join(missing)} not set", "set them in the environment or .env")]
+    where = f"{settings.ami_host}:{settings.ami_port}"
+    try:
+        session = await AmiSession.open(
+            settings.ami_host, settings.ami_port, lambda headers: None, timeout_s=TIMEOUT_S
+        )
+    except (OSError, TimeoutError) as error:
+        return [
+            _fail(
+                "AMI reachable",
+                f"cannot connect to {where}: {error or type(error).__name__}",
+                "check AMI_HOST/AMI_PORT, manager.conf [general] enabled = yes and bindaddr, and the "
+                "firewall; asterisk -rx 'manager show settings'",
+            )
+        ]
+    checks = [_ok("AMI reachable", f"{where} ({session.banner or 'no banner'})")]
+    try:
+        checks += await _session_checks(session, settings)
+    finally:
+        await session.logoff(timeout_s=1.0)
+    return checks
+
+
+async def _session_checks(session: AmiSession, settings: Settings) -> list[Check]:
+    password = settings.ami_password.get_secret_value() if settings.ami_password else ""
+    try:
+        await session.login(settings.ami_username, password, timeout_s=TIMEOUT_S)
+    except LoginRefused as error:
+        return [
+            _fail(
+                "AMI login",
+                f"user {settings.ami_username!r} refused: {error}",
+                "check AMI_USERNAME/AMI_PASSWORD against manager.conf (and its permit/deny), then: "
+                "asterisk -rx 'manager reload'",
+            )
+        ]
+    except (TimeoutError, ConnectionError) as error:
+        return [_fail("AMI login", f"no answer to Login: {error or 'timeout'}", "check the AMI port")]
+    checks = [_ok("AMI login", f"user {settings.ami_username!r} logged in")]
+    checks.append(await _read_class_check(session, settings.ami_username))
+    try:
+        checks += cdr_status_checks(await session.command("cdr show status", TIMEOUT_S))
+    except (TimeoutError, ConnectionError) as error:
+        checks.append(
+            _warn(
+                "CDR logging",
+                f"could not run 'cdr show status': {error or 'timeout'}",
+                "add command to write= in manager.conf so the connector can check CDR logging",
+            )
+        )
+    return checks
+
+
+async def _read_class_check(session: AmiSession, username: str) -> Check:
+    fix = f"add cdr to read= of [{username}] in manager.conf, then: asterisk -rx 'manager reload'"
+    try:
+        classes = read_classes(await session.command(f"manager show user {username}", TIMEOUT_S))
+    except (TimeoutError, ConnectionError):
+        classes = None
+    if classes is None:
+        return _warn(
+            "AMI read class cdr",
+            "could not read the user's permissions (needs write=command)",
+            f"make sure read= of [{username}] in manager.conf includes cdr",
+        )
+    if "cdr" in classes or "all" in classes:
+        return _ok("AMI read class cdr", f"read = {','.join(classes)}")
+    return _fail("AMI read class cdr", f"read = {','.join(classes)}: Cdr events are not sent", fix)
+
+
+async def _api_checks(settings: Settings) -> list[Check]:
+    if settings.api_key is None:
+        return [_fail("API key", "API_KEY not set", "set API_KEY (sk_ followed by 32 letters or digits)")]
+    async with ApiClient.from_settings(settings) as api:
+        try:
+            status = await api.health()
+        except RetryLater as error:
+            return [
+                _fail(
+                    "API reachable",
+                    f"{settings.api_url}/health: {error.detail}",
+                    "check network access to the API, REGION or API_BASE_URL, and any proxy",
+                )
+            ]
+        if status != 200:
+            return [
+                _fail("API reachable", f"{settings.api_url}/health answered {status}", "check API_BASE_URL")
+            ]
+        checks = [_ok("API reachable", f"{settings.api_url}/health answered 200")]
+        checks.append(await _key_check(api))
+    return checks
+
+
+async def _key_check(api: ApiClient) -> Check:
+    # An empty batch changes nothing on the API side but goes through authentication.
+    try:
+        await api.post_cdrs([])
+    except AuthRefused as error:
+        return _fail(
+            "API key",
+            f"refused (HTTP {error.status}: {error.detail})",
+            "check API_KEY and REGION: a key only works in its own region",
+        )
+    except Rejected:
+        pass  # authenticated: only the empty batch was refused
+    except RetryLater as error:
+        return _warn("API key", f"could not verify the key: {error.detail}")
+    return _ok("API key", "accepted")
+
+
+def _data_dir_check(data_dir: Path) -> Check:
+    if not data_dir.is_dir():
+        return _fail("DATA_DIR", f"{data_dir} does not exist", "create it or mount a volume there")
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        return _fail("DATA_DIR", f"{data_dir} is not writable (uid {os.getuid()})", "fix its owner or mode")
+    free = shutil.disk_usage(data_dir).free
+    free_text = f"{free / 1024**3:.1f} GiB free"
+    if free < MIN_FREE_BYTES:
+        return _fail("DATA_DIR", f"{data_dir} writable, only {free_text}", "free disk space")
+    if free < LOW_FREE_BYTES:
+        return _warn("DATA_DIR", f"{data_dir} writable, {free_text}", "free disk space soon")
+    return _ok("DATA_DIR", f"{data_dir} writable, {free_text}")
+
+
+def _recording_checks(settings: Settings) -> list[Check]:
+    if not settings.recording_watcher_enabled:
+        return [_warn("recordings", "RECORDING_WATCHER_ENABLED=false: recordings are not uploaded")]
+    checks = []
+    for raw_path in settings.recording_watch_paths:
+        path = Path(raw_path)
+        if not path.is_dir():
+            checks.append(
+                _fail(
+                    "recording path",
+                    f"{path} does not exist",
+                    "mount the spool folder (/var/spool/asterisk, read-only) or fix RECORDING_WATCH_PATHS",
+                )
+            )
+        elif not os.access(path, os.R_OK | os.X_OK):
+            checks.append(_fail("recording path", f"{path} is not readable", "fix its permissions"))
+        else:
+            checks.append(_ok("recording path", f"{path} readable"))
+    return checks
+
+
+async def run_checks(settings: Settings) -> list[Check]:
+    """Run every check; never stop at the first failure."""
+    ami, api = await asyncio.gather(_ami_checks(settings), _api_checks(settings))
+    return [*ami, *api, _data_dir_check(settings.data_dir), *_recording_checks(settings)]
+
+
+def render(checks: Sequence[Check], colour: bool) -> str:
+    """The human report: one line per check, the fix indented below a failure."""
+    lines = []
+    for check in checks:
+        symbol = SYMBOLS[check.status]
+        if colour:
+            symbol = f"{COLOURS[check.status]}{symbol}\033[0m"
+        lines.append(f"{symbol} {check.name}: {check.detail}")
+        if check.fix and check.status is not Status.OK:
+            lines.append(f"    fix: {check.fix}")
+    failed = sum(check.status is Status.FAIL for check in checks)
+    warned = sum(check.status is Status.WARN for check in checks)
+    lines.append(f"{len(checks)} checks: {failed} failed, {warned} warnings")
+    return "\n".join(lines)
+
+
+def report(checks: Sequence[Check], as_json: bool) -> int:
+    """Print the report; return the exit code (0 only when nothing failed)."""
+    failed = any(check.status is Status.FAIL for check in checks)
+    if as_json:
+        print(json.dumps({"ok": not failed, "checks": [asdict(check) for check in checks]}, indent=2))
+    else:
+        print(render(checks, colour=sys.stdout.isatty()))
+    return 1 if failed else 0
