@@ -78,8 +78,15 @@ class Connector:
         self.new_rows = asyncio.Event()
         self.writer = CdrWriter(NotifyingSink(store, self.new_rows))
         password = settings.ami_password.get_secret_value() if settings.ami_password else ""
+        # gate: when Cdr frames arrive faster than the outbox commits them (and commits succeed),
+        # reading pauses briefly and the kernel's socket buffers hold the rest; see CdrWriter.
         self.ami = AmiClient(
-            settings.ami_host, settings.ami_port, settings.ami_username, password, self.writer.on_cdr
+            settings.ami_host,
+            settings.ami_port,
+            settings.ami_username,
+            password,
+            self.writer.on_cdr,
+            gate=self.writer,
         )
         self.api = ApiClient.from_settings(settings)
         self.drainer = CdrDrainer(
@@ -132,7 +139,7 @@ class Connector:
             await stop.wait()
         finally:
             log.info("stopping: no more AMI reads; flushing and finishing deliveries")
-            self.ami.close()
+            await self.ami.aclose()
             await _stop_task(ami_task, 2.0)
             self.writer.stop(SHUTDOWN_DEADLINE_S)
             await _stop_task(writer_task, SHUTDOWN_DEADLINE_S + 1)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from connector.ami.client import AmiSession, LoginRefused
+from connector.ami.session import AmiSession, LoginRefused
 from connector.api.client import ApiClient
 from connector.config import Settings
 from connector.errors import AuthRefused, Rejected, RetryLater

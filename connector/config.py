@@ -163,6 +163,8 @@ class Settings(StoreSettings):
     recording_exclude_patterns: CommaList = ()
     recording_min_duration: float = Field(0, ge=0)
     recording_max_age_hours: float = Field(24, gt=0)
+    recording_upload_concurrency: int = Field(2, ge=1)
+    recording_cdr_wait_seconds: float = Field(60.0, ge=0)
 
     # Ours
     api_base_url: str = ""

@@ -334,6 +334,15 @@ class Store:
         (changed,) = await self._transaction([(sql, {"now": now, "ids": _ids_json(ids)})])
         return changed
 
+    async def mark_recording_sent(self, row_id: int, sha256: str) -> int:
+        """Mark a pending recording delivered and keep the sha256 of the bytes it was sent with."""
+        sql = (
+            "UPDATE recording SET state = 'sent', sha256 = :sha256, sent_at = :now, updated_at = :now,"
+            " last_error = NULL WHERE state = 'pending' AND id = :id"
+        )
+        (changed,) = await self._transaction([(sql, {"sha256": sha256, "now": utc_now(), "id": row_id})])
+        return changed
+
     async def mark_filtered(self, kind: Kind, reasons: Mapping[int, str]) -> int:
         """Mark pending rows filtered, each with the reason."""
         sql = (
@@ -382,6 +391,17 @@ class Store:
             " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(:ids))"
         )
         (changed,) = await self._transaction([(sql, {"now": utc_now(), "ids": _ids_json(ids)})])
+        return changed
+
+    async def defer(self, kind: Kind, ids: Sequence[int], delay_s: float) -> int:
+        """Make pending rows due again after delay_s, without counting an attempt (e.g. a wait)."""
+        if not ids:
+            return 0
+        sql = (
+            f"UPDATE {kind.value} SET next_attempt_at = :due"
+            " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(:ids))"
+        )
+        (changed,) = await self._transaction([(sql, {"due": utc_in(delay_s), "ids": _ids_json(ids)})])
         return changed
 
     async def release_all(self, kind: Kind) -> int:
@@ -450,6 +470,21 @@ class Store:
         """Every stored CDR of a channel, oldest first."""
         rows = await self._read(f"SELECT {CDR_COLUMNS} FROM cdr WHERE uniqueid = ? ORDER BY id", (uniqueid,))
         return [cdr_from_row(row) for row in rows]
+
+    async def cdrs_of_channel(self, uniqueid: str) -> list[CdrRow]:
+        """Every stored CDR of a channel, oldest first, its UniqueID with or without a `systemname-`."""
+        rows = await self.cdrs_by_uniqueid(uniqueid)
+        if rows:
+            return rows
+        # With `systemname` set, Asterisk writes `pbx1-1795735443.50`; a suffix cannot use the index,
+        # so this scans the (small, covering) uniqueid index, and only when the exact match failed.
+        suffix = "-" + uniqueid
+        found = await self._read(
+            f"SELECT {CDR_COLUMNS} FROM cdr WHERE id IN"
+            " (SELECT id FROM cdr WHERE substr(uniqueid, ?) = ?) ORDER BY id",
+            (-len(suffix), suffix),
+        )
+        return [cdr_from_row(row) for row in found]
 
     async def get_cdrs(self, ids: Sequence[int]) -> list[CdrRow]:
         """The CDR rows with these ids, oldest first."""

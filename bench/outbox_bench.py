@@ -1,0 +1,356 @@
+"""Outbox benchmark: the store against raw sqlite3 under the same PRAGMAs, in the same run.
+
+    python bench/outbox_bench.py            # full run (builds a 1M-row outbox, ~1 GB, a few minutes)
+    python bench/outbox_bench.py --smoke    # small sizes, for CI
+
+Prints rows/s for appending at 1, 10, 100 and 500 rows per transaction through Store.append_cdrs,
+next to raw `executemany` into the same table (created by the same migrations, so the same columns
+and indexes); rows/s for claim + mark-sent, store against the same statements run raw; and the
+claim + mark-sent cost per row with 10k and with 1M rows already stored (mostly sent, the newest
+pending). Targets (issue 2): append at 500 rows per transaction >= 60% of raw; claim cost per row
+at 1M <= 1.2 x the cost at 10k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from connector.outbox.migrate import prepare_database  # noqa: E402
+from connector.outbox.records import Kind, NewCdr  # noqa: E402
+from connector.outbox.store import PRAGMAS, Store  # noqa: E402
+
+APPEND_TARGET = 0.60
+CLAIM_TARGET = 1.20
+CLAIM_BATCH = 100
+PAST = "2026-01-01T00:00:00.000000Z"
+
+# A Cdr event as Asterisk sends it (fixtures/ami/dial-answered.txt), about 600 bytes of JSON.
+HEADER_TEMPLATE: tuple[tuple[str, str], ...] = (
+    ("Event", "Cdr"),
+    ("Privilege", "cdr,all"),
+    ("AccountCode", "lab-acct-200"),
+    ("Source", "1001"),
+    ("Destination", "200"),
+    ("DestinationContext", "lab"),
+    ("CallerID", '"Alice" <1001>'),
+    ("Channel", "PJSIP/1001-00000008"),
+    ("DestinationChannel", "PJSIP/200-00000009"),
+    ("LastApplication", "Dial"),
+    ("LastData", "PJSIP/200,30"),
+    ("StartTime", "2026-11-26 23:23:14"),
+    ("AnswerTime", "2026-11-26 23:23:16"),
+    ("EndTime", "2026-11-26 23:23:58"),
+    ("Duration", "44"),
+    ("BillableSeconds", "42"),
+    ("Disposition", "ANSWERED"),
+    ("AMAFlags", "DOCUMENTATION"),
+    ("UniqueID", "UNIQUEID"),
+    ("UserField", ""),
+)
+
+RAW_INSERT = """
+INSERT INTO cdr (received_at, dedupe_key, identity, fingerprint, source, uniqueid, linkedid, raw,
+                 state, attempts, next_attempt_at, updated_at)
+VALUES (?, ?, ?, ?, 'ami', ?, ?, ?, ?, 0, ?, ?)
+"""
+# The store's claim and mark-sent statements (connector/outbox/store.py), run raw for comparison.
+RAW_CLAIM = (
+    "UPDATE cdr SET next_attempt_at = ? WHERE id IN ("
+    " SELECT id FROM cdr WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?)"
+    " RETURNING id, received_at, dedupe_key, source, uniqueid, linkedid, raw, state, attempts,"
+    " next_attempt_at, last_error, filter_reason, sent_at"
+)
+RAW_MARK_SENT = (
+    "UPDATE cdr SET state = 'sent', sent_at = ?, updated_at = ?, last_error = NULL"
+    " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(?))"
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each measurement does."""
+
+    append_rows: dict[int, int]  # rows per transaction -> rows appended
+    claim_rows: int  # rows claimed and marked sent, in CLAIM_BATCH batches
+    small_store: int
+    large_store: int
+    pending: int  # pending rows in the small and the large store
+    repeats: int
+
+
+FULL = Sizes({1: 2_000, 10: 10_000, 100: 50_000, 500: 100_000}, 20_000, 10_000, 1_000_000, 3_000, 3)
+SMOKE = Sizes({1: 200, 10: 1_000, 100: 3_000, 500: 5_000}, 2_000, 2_000, 20_000, 1_000, 1)
+
+
+def headers(n: int) -> tuple[tuple[str, str], ...]:
+    """The n-th CDR's headers."""
+    uniqueid = f"1795735394.{n}"
+    return tuple((name, uniqueid if value == "UNIQUEID" else value) for name, value in HEADER_TEMPLATE)
+
+
+def new_cdr(n: int) -> NewCdr:
+    """The n-th distinct CDR, as the listener hands it to the store."""
+    return NewCdr(
+        headers=headers(n),
+        received_at=PAST,
+        identity=f"{n:032x}",
+        fingerprint=f"{n:031x}f",
+        uniqueid=f"1795735394.{n}",
+        linkedid=f"1795735394.{n}",
+    )
+
+
+def raw_row(n: int, state: str = "pending") -> tuple[Any, ...]:
+    """The n-th CDR as the parameters of RAW_INSERT (what the store would write)."""
+    raw = json.dumps([list(pair) for pair in headers(n)], ensure_ascii=False)
+    uniqueid = f"1795735394.{n}"
+    identity = f"{n:032x}"
+    return (PAST, f"{identity}#1", identity, f"{n:031x}f", uniqueid, uniqueid, raw, state, PAST, PAST)
+
+
+def fresh_outbox(folder: Path, name: str) -> Path:
+    """A new, migrated outbox file."""
+    path = folder / name
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    prepare_database(path)
+    return path
+
+
+def raw_connection(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection with the store's PRAGMAs."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for pragma in PRAGMAS:
+        db.execute(pragma)
+    return db
+
+
+def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive slices of `size` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# -- append ---------------------------------------------------------------------------------------
+
+
+def raw_append(path: Path, rows: int, per_txn: int) -> float:
+    """Rows/s of raw executemany, one transaction per batch."""
+    params = [raw_row(n) for n in range(rows)]
+    db = raw_connection(path)
+    started = time.perf_counter()
+    for batch in batches(params, per_txn):
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(RAW_INSERT, batch)
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    db.close()
+    return rows / elapsed
+
+
+async def store_append(path: Path, rows: int, per_txn: int) -> float:
+    """Rows/s of Store.append_cdrs, one call per batch."""
+    cdrs = [new_cdr(n) for n in range(rows)]
+    store = await Store.open(path)
+    try:
+        started = time.perf_counter()
+        for batch in batches(cdrs, per_txn):
+            await store.append_cdrs(batch)
+        elapsed = time.perf_counter() - started
+    finally:
+        await store.close()
+    return rows / elapsed
+
+
+def median_of(repeats: int, measure: Callable[[], float]) -> float:
+    """The median of several measurements."""
+    return statistics.median(measure() for _ in range(repeats))
+
+
+def bench_append(folder: Path, sizes: Sizes) -> float:
+    """Print the append table; return the store/raw ratio at the largest batch."""
+    print(f"{'append, rows/txn':<22}{'store rows/s':>14}{'raw rows/s':>14}{'store/raw':>11}")
+    ratio = 0.0
+    for per_txn, rows in sizes.append_rows.items():
+        raw = median_of(sizes.repeats, lambda: raw_append(fresh_outbox(folder, "raw.db"), rows, per_txn))
+        ours = median_of(
+            sizes.repeats, lambda: asyncio.run(store_append(fresh_outbox(folder, "store.db"), rows, per_txn))
+        )
+        ratio = ours / raw
+        print(f"{per_txn:<22}{ours:>14,.0f}{raw:>14,.0f}{ratio:>10.0%}")
+    return ratio
+
+
+# -- claim + mark sent -----------------------------------------------------------------------------
+
+
+def raw_claim_and_mark(path: Path, rows: int) -> float:
+    """Rows/s of the claim and mark-sent statements run raw, CLAIM_BATCH at a time."""
+    db = raw_connection(path)
+    done = 0
+    started = time.perf_counter()
+    while done < rows:
+        db.execute("BEGIN IMMEDIATE")
+        claimed = db.execute(RAW_CLAIM, ("2999-01-01T00:00:00Z", "2998-01-01T00:00:00Z", CLAIM_BATCH)).fetchall()
+        db.execute("COMMIT")
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(RAW_MARK_SENT, (PAST, PAST, json.dumps([row[0] for row in claimed])))
+        db.execute("COMMIT")
+        done += len(claimed)
+    elapsed = time.perf_counter() - started
+    db.close()
+    return done / elapsed
+
+
+async def store_claim_and_mark(path: Path, rows: int) -> float:
+    """Rows/s of Store.claim_cdrs + Store.mark_sent, CLAIM_BATCH at a time."""
+    store = await Store.open(path)
+    done = 0
+    try:
+        started = time.perf_counter()
+        while done < rows:
+            claimed = await store.claim_cdrs(CLAIM_BATCH, lease_s=600)
+            await store.mark_sent(Kind.CDR, [row.id for row in claimed])
+            done += len(claimed)
+        elapsed = time.perf_counter() - started
+    finally:
+        await store.close()
+    return done / elapsed
+
+
+def build_outbox(path: Path, total: int, pending: int) -> None:
+    """`total` rows, all sent but the newest `pending`: built raw and fast (not measured)."""
+    prepare_database(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=OFF")
+    for start in range(0, total, 50_000):
+        db.execute("BEGIN")
+        db.executemany(
+            RAW_INSERT,
+            (raw_row(n, "sent" if n < total - pending else "pending") for n in range(start, min(total, start + 50_000))),
+        )
+        db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def bench_claim(folder: Path, sizes: Sizes) -> None:
+    """Print claim + mark-sent rows/s, store against raw."""
+    rows = sizes.claim_rows
+    raw_path, store_path = folder / "claim-raw.db", folder / "claim-store.db"
+    raw = median_of(sizes.repeats, lambda: (build_fresh(raw_path, rows, rows), raw_claim_and_mark(raw_path, rows))[1])
+    ours = median_of(
+        sizes.repeats,
+        lambda: (build_fresh(store_path, rows, rows), asyncio.run(store_claim_and_mark(store_path, rows)))[1],
+    )
+    print(f"\n{'claim+mark sent':<22}{'store rows/s':>14}{'raw rows/s':>14}{'store/raw':>11}")
+    print(f"{f'{CLAIM_BATCH} per claim':<22}{ours:>14,.0f}{raw:>14,.0f}{ours / raw:>10.0%}")
+
+
+def build_fresh(path: Path, total: int, pending: int) -> None:
+    """Replace `path` by a newly built outbox."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    build_outbox(path, total, pending)
+
+
+def reset_pending(path: Path, pending: int) -> None:
+    """Make the newest `pending` rows pending and due again (between repeats)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(
+        "UPDATE cdr SET state = 'pending', next_attempt_at = ?, sent_at = NULL"
+        " WHERE id > (SELECT max(id) FROM cdr) - ?",
+        (PAST, pending),
+    )
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+async def claim_cost_us(path: Path, rows: int) -> tuple[float, float]:
+    """Microseconds per row of claim + mark-sent, and of one stats() call, on an existing outbox."""
+    store = await Store.open(path)
+    try:
+        await store.claim_cdrs(1, lease_s=-1)  # warm the page cache the way a running drainer has it
+        done = 0
+        started = time.perf_counter()
+        while done < rows:
+            claimed = await store.claim_cdrs(CLAIM_BATCH, lease_s=600)
+            await store.mark_sent(Kind.CDR, [row.id for row in claimed])
+            done += len(claimed)
+        per_row = (time.perf_counter() - started) / done * 1e6
+        started = time.perf_counter()
+        await store.stats()
+        stats_us = (time.perf_counter() - started) * 1e6
+    finally:
+        await store.close()
+    return per_row, stats_us
+
+
+def bench_claim_scaling(folder: Path, sizes: Sizes) -> float:
+    """Print claim cost per row with few and with many rows stored; return large/small."""
+    print(f"\n{'rows stored':<22}{'claim+mark µs/row':>20}{'stats() ms':>12}")
+    costs = []
+    for total in (sizes.small_store, sizes.large_store):
+        path = folder / f"stored-{total}.db"
+        started = time.perf_counter()
+        build_outbox(path, total, sizes.pending)
+        built_s = time.perf_counter() - started
+        results = []
+        for _ in range(sizes.repeats):
+            reset_pending(path, sizes.pending)
+            results.append(asyncio.run(claim_cost_us(path, sizes.pending - CLAIM_BATCH)))
+        per_row = statistics.median(result[0] for result in results)
+        stats_ms = statistics.median(result[1] for result in results) / 1000
+        costs.append(per_row)
+        print(f"{total:<22,}{per_row:>20.1f}{stats_ms:>12.1f}   (built in {built_s:.0f} s)")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return costs[1] / costs[0]
+
+
+def main() -> int:
+    """Run every measurement and print the verdicts."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--smoke", action="store_true", help="small sizes (CI)")
+    parser.add_argument("--dir", type=Path, help="where to put the database files (default: a temp folder)")
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else FULL
+    folder = Path(tempfile.mkdtemp(prefix="outbox-bench-", dir=args.dir))
+    try:
+        print(f"SQLite {sqlite3.sqlite_version}, PRAGMAs: {'; '.join(PRAGMAS)}; files in {folder}\n")
+        append_ratio = bench_append(folder, sizes)
+        bench_claim(folder, sizes)
+        claim_ratio = bench_claim_scaling(folder, sizes)
+    finally:
+        shutil.rmtree(folder)
+    large, small = f"{sizes.large_store:,}", f"{sizes.small_store:,}"
+    print(
+        f"\ntarget append >= {APPEND_TARGET:.0%} of raw at 500 rows/txn: {append_ratio:.0%} "
+        f"{'ok' if append_ratio >= APPEND_TARGET else 'MISSED'}"
+    )
+    print(
+        f"target claim cost at {large} <= {CLAIM_TARGET} x at {small}: {claim_ratio:.2f} x "
+        f"{'ok' if claim_ratio <= CLAIM_TARGET else 'MISSED'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

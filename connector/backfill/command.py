@@ -1,0 +1,261 @@
+"""`connector backfill --file PATH`: import a Master.csv once (history, or a rotated file).
+
+Only DATA_DIR is needed (like `status`), and it may run next to `connector run`: rows already in
+the outbox are recognised by their dedupe key, so importing the same file twice adds nothing. It
+does not move the follower's saved position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from connector.backfill.follower import BackfillStore
+from connector.backfill.lines import (
+    LineParser,
+    Malformed,
+    OccurrenceWindow,
+    ParsedLines,
+    check_layout,
+    cutoff_text,
+)
+from connector.backfill.tail import BATCH_BYTES, complete_lines
+from connector.cdr.times import resolve_zone
+from connector.config import load_store_settings
+from connector.metrics import BACKFILL_MALFORMED, CDRS_RECOVERED
+from connector.outbox.store import Store
+from connector.timeutil import utc_now
+
+MALFORMED_SHOWN = 20
+PLAIN_PROGRESS_STEP = 10  # percent between two progress lines when stderr is not a terminal
+BAR_WIDTH = 30
+BAR_REFRESH_S = 0.1
+
+
+@dataclass
+class ImportSummary:
+    """What a one-off import did."""
+
+    path: str
+    read: int = 0
+    known: int = 0
+    recovered: int = 0
+    skipped: int = 0
+    malformed: int = 0
+    first_malformed: list[Malformed] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def add(self, parsed: ParsedLines, lines: int) -> None:
+        """Count a parsed batch."""
+        self.read += lines
+        self.skipped += parsed.skipped
+        self.malformed += len(parsed.malformed)
+        room = MALFORMED_SHOWN - len(self.first_malformed)
+        self.first_malformed.extend(parsed.malformed[: max(room, 0)])
+
+    def committed(self, rows: int, new: int) -> None:
+        """Count a committed batch: `new` of its `rows` were not in the outbox."""
+        self.recovered += new
+        self.known += rows - new
+
+    def render(self, cutoff: str | None) -> str:
+        """The summary printed at the end."""
+        rate = self.read / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        skipped = f"before {cutoff} or blank" if cutoff else "blank"
+        lines = [
+            f"{self.path}: {self.read:,} lines read in {self.elapsed_s:.1f} s ({rate:,.0f} lines/s)",
+            f"  already known  {self.known:>12,}",
+            f"  recovered      {self.recovered:>12,}",
+            f"  malformed      {self.malformed:>12,}",
+            f"  skipped        {self.skipped:>12,}  ({skipped})",
+        ]
+        if self.first_malformed:
+            lines.append("malformed lines (skipped):")
+            lines += [f"  line {item.line}: {item.reason}" for item in self.first_malformed]
+            if self.malformed > len(self.first_malformed):
+                lines.append(f"  ... and {self.malformed - len(self.first_malformed):,} more")
+            if self.malformed == self.read:
+                lines.append("no line matched the layout: check --columns")
+        return "\n".join(lines)
+
+
+class Progress:
+    """A progress bar on a terminal, a line every 10 % otherwise."""
+
+    def __init__(self, total_bytes: int, stream: IO[str] | None = None) -> None:
+        self.total_bytes = max(total_bytes, 1)
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+        self._last_step = 0
+
+    def update(self, done_bytes: int, lines: int) -> None:
+        """Show how far the import is."""
+        percent = min(100, done_bytes * 100 // self.total_bytes)
+        now = time.monotonic()
+        rate = lines / max(now - self.started, 1e-6)
+        if self.tty:
+            if now - self._last_draw < BAR_REFRESH_S and percent < 100:
+                return
+            self._last_draw = now
+            filled = BAR_WIDTH * percent // 100
+            bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+            self.stream.write(f"\r[{bar}] {percent:3d}%  {lines:,} lines  {rate:,.0f} lines/s")
+        elif percent >= self._last_step + PLAIN_PROGRESS_STEP or (percent == 100 > self._last_step):
+            self._last_step = percent - percent % PLAIN_PROGRESS_STEP
+            self.stream.write(f"backfill: {percent}% ({lines:,} lines, {rate:,.0f} lines/s)\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the bar's line."""
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class FileLines:
+    """Read a file's complete lines from its start up to `limit`, parsed batch by batch."""
+
+    def __init__(self, handle: BinaryIO, parser: LineParser, limit: int, batch_bytes: int) -> None:
+        self.handle, self.parser, self.limit, self.batch_bytes = handle, parser, limit, batch_bytes
+        self.offset = self.line = 0
+        self.window = OccurrenceWindow()
+
+    def next_batch(self) -> tuple[ParsedLines, int] | None:
+        """Parse the next batch; None at the end."""
+        lines, end = complete_lines(self.handle, self.offset, self.limit, self.batch_bytes)
+        if not lines:
+            if self.offset >= self.limit:
+                return None
+            # Bytes after the last line end: a line cut short (or still being written).
+            parsed = ParsedLines(malformed=[Malformed(self.line + 1, "incomplete last line (no line end)")])
+            self.offset = self.limit
+            return parsed, 1
+        parsed = self.parser.parse(lines, self.line + 1, self.window, utc_now())
+        self.offset, self.line = end, self.line + len(lines)
+        return parsed, len(lines)
+
+
+async def import_file(
+    store: BackfillStore,
+    path: Path,
+    parser: LineParser,
+    *,
+    batch_bytes: int = BATCH_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportSummary:
+    """Store every CDR of the file that the outbox does not have; return the counts."""
+    started = time.monotonic()
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        limit = handle.seek(0, 2)
+        reader = FileLines(handle, parser, limit, batch_bytes)
+        summary = ImportSummary(path=str(path))
+        commit: asyncio.Task[int] | None = None
+        rows = 0
+        while True:
+            # The next batch is parsed while the previous one commits.
+            batch = await asyncio.to_thread(reader.next_batch)
+            if commit is not None:
+                summary.committed(rows, await commit)
+                commit = None
+            if batch is None:
+                break
+            parsed, lines = batch
+            summary.add(parsed, lines)
+            BACKFILL_MALFORMED.inc(len(parsed.malformed))
+            if parsed.rows:
+                rows = len(parsed.rows)
+                commit = asyncio.create_task(store.append_cdrs(parsed.rows))
+            if progress is not None:
+                progress(reader.offset, summary.read)
+    finally:
+        if commit is not None:
+            commit.cancel()
+        handle.close()
+    CDRS_RECOVERED.inc(summary.recovered)
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+async def _run_import(args: argparse.Namespace, parser: LineParser) -> ImportSummary:
+    settings = load_store_settings()
+    store = await Store.open(settings.outbox_path)
+    try:
+        progress = Progress(args.file.stat().st_size)
+        summary = await import_file(store, args.file, parser, progress=progress.update)
+        progress.finish()
+        return summary
+    finally:
+        await store.close()
+
+
+def _parser_from_args(args: argparse.Namespace, user_error: Callable[[str], Exception]) -> LineParser:
+    try:
+        layout = check_layout(args.columns)
+    except ValueError as error:
+        raise user_error(f"--columns: {error}") from None
+    try:
+        cutoff = cutoff_text(args.from_, resolve_zone(args.tz))
+    except ValueError as error:
+        raise user_error(f"--from: {error}") from None
+    except KeyError:  # ZoneInfoNotFoundError
+        raise user_error(f"--tz: unknown time zone {args.tz!r}; use e.g. Europe/Paris") from None
+    if args.from_.strip().lower() == "end":
+        raise user_error("--from: use start or a date (end would import nothing)")
+    return LineParser(layout, cutoff)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Run `connector backfill`."""
+    from connector.cli import UserError  # here: cli imports this module to register the command
+
+    parser = _parser_from_args(args, UserError)
+    if not args.file.is_file():
+        raise UserError(f"--file: {args.file} is not a readable file")
+    try:
+        summary = asyncio.run(_run_import(args, parser))
+    except OSError as error:
+        raise UserError(f"--file: cannot read {args.file}: {error.strerror or error}") from None
+    print(summary.render(parser.cutoff))
+    return 0
+
+
+def add_backfill_parser(subparsers: Any) -> None:
+    """Register `connector backfill` on the command line's sub-parsers."""
+    backfill = subparsers.add_parser(
+        "backfill",
+        help="import CDRs from a Master.csv once (calls missed while the connector was down)",
+        description="Import the CDRs of an Asterisk CSV file (cdr_csv or cdr_custom) that the outbox "
+        "does not have yet; they are then delivered like any other. Safe to repeat.",
+    )
+    backfill.add_argument("--file", required=True, type=Path, metavar="PATH", help="the CSV file")
+    backfill.add_argument(
+        "--from",
+        dest="from_",
+        default="start",
+        metavar="DATE",
+        help="only CDRs that started at or after this ISO date/time (as written in the file, or with "
+        "an offset/Z); default: start (the whole file)",
+    )
+    backfill.add_argument(
+        "--columns",
+        default="csv",
+        metavar="csv|LIST",
+        help="the column layout: csv (cdr_csv with loguniqueid and loguserfield) or the comma list of "
+        "CDR fields of your cdr_custom template (default: csv)",
+    )
+    backfill.add_argument(
+        "--tz",
+        default="",
+        metavar="ZONE",
+        help="the PBX's time zone, for a --from date with an offset (default: this machine's)",
+    )
+    backfill.set_defaults(handler=cmd_backfill)

@@ -1,0 +1,86 @@
+"""CDR identity: the dedupe key's hash, the frame fingerprint and the event_id sent to the API.
+
+These hashes are part of the stored data and of what the API sees: changing any of them would make
+every stored row look new and every re-sent CDR get a new event_id. Never change the encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+HASH_HEX_CHARS = 32  # 128 bits: collisions are out of reach for any CDR volume
+
+# The fields that both the AMI Cdr event and Asterisk's CSV backends carry (DESIGN.md, Identity).
+# Optional mapped headers (LinkedID, Sequence, ...) are not in it: cdr_csv has no such columns.
+CANONICAL_FIELDS: tuple[str, ...] = (
+    "UniqueID",
+    "Channel",
+    "DestinationChannel",
+    "Source",
+    "Destination",
+    "DestinationContext",
+    "StartTime",
+    "AnswerTime",
+    "EndTime",
+    "Duration",
+    "BillableSeconds",
+    "Disposition",
+    "LastApplication",
+    "LastData",
+    "AccountCode",
+    "AMAFlags",
+    "UserField",
+)
+
+_EVENT_ID_DOMAIN = "sipstack-connector-asterisk/cdr-event/v1\n"
+# Exactly json.dumps(..., ensure_ascii=False), without building a new encoder for every call.
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
+def first_wins(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Turn ordered headers into a dict, keeping the first value of a repeated name."""
+    result: dict[str, str] = {}
+    for name, value in headers:
+        result.setdefault(name, value)
+    return result
+
+
+def _digest(text: str) -> str:
+    # surrogatepass: a lone surrogate must hash (deterministically), never raise.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_HEX_CHARS]
+
+
+def canonical_values(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[str]:
+    """Return the canonical field values in CANONICAL_FIELDS order; a missing header is ''."""
+    fields = headers if isinstance(headers, Mapping) else first_wins(headers)
+    # Surrounding whitespace is trimmed so that an AMI parser that strips values and one that
+    # keeps them, and the CSV reader, all agree.
+    return [str(fields.get(name, "")).strip() for name in CANONICAL_FIELDS]
+
+
+def canonical_identity(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
+    """Hash the canonical CDR fields: the same CDR over AMI or from Master.csv gets the same value."""
+    return identity_of_values(canonical_values(headers))
+
+
+def identity_of_values(values: Sequence[str]) -> str:
+    """Hash canonical values given in CANONICAL_FIELDS order, already stripped (the CSV fast path)."""
+    # A JSON list is an unambiguous encoding: no separator can be forged by a field's content.
+    return _digest(_JSON.encode(list(values)))
+
+
+def frame_fingerprint(headers: Iterable[tuple[str, str]]) -> str:
+    """Hash every header name and value in order: equal only for byte-identical frames."""
+    return _digest(_JSON.encode([[name, value] for name, value in headers]))
+
+
+def dedupe_key(identity: str, occurrence: int) -> str:
+    """Build the stored dedupe key: the n-th CDR with the same identity from one source is `#n`."""
+    return f"{identity}#{occurrence}"
+
+
+def event_id(dedupe_key: str) -> str:
+    """Derive the event_id sent to the API: the same dedupe key always gives the same id."""
+    return _digest(_EVENT_ID_DOMAIN + dedupe_key)

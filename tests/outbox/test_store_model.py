@@ -1,0 +1,301 @@
+"""The store against a plain in-memory model (hypothesis RuleBasedStateMachine).
+
+Any sequence of append / claim / mark / reschedule / release / resend / purge keeps every row,
+allows only the legal transitions (pending → sent | filtered | failed, failed → pending), and
+`stats()` equals the model. The model mirrors the dedupe rules of APPEND_CDR_SQL: a repeated AMI
+frame is ignored, the n-th distinct frame with one identity gets `#n`, a CSV line brings its own
+`#n`, and an AMI frame meeting a CSV row's key only lends it its fingerprint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from connector.outbox.migrate import prepare_database
+from connector.outbox.records import CdrRow, Kind, NewCdr, NewRecording, RecordingRow, State
+from connector.outbox.store import Store
+from connector.timeutil import to_iso
+
+LEGAL = {
+    (State.PENDING, State.SENT),
+    (State.PENDING, State.FILTERED),
+    (State.PENDING, State.FAILED),
+    (State.FAILED, State.PENDING),
+}
+FAR_S = 3600.0  # a lease or delay that cannot expire during a test; its negative is "due at once"
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # long past: appended rows are due at once
+
+kinds = st.sampled_from(Kind)
+# (identity, frame): frame None is a CSV line, which brings its own occurrence.
+cdr_specs = st.tuples(st.integers(0, 2), st.none() | st.integers(0, 2), st.integers(1, 3))
+recording_specs = st.tuples(st.integers(0, 3), st.sampled_from((100, 200)))
+
+
+@dataclass
+class ModelRow:
+    """What the model knows of one stored row."""
+
+    key: str
+    identity: str | None
+    fingerprint: str | None
+    arrived_at: str
+    state: State = State.PENDING
+    attempts: int = 0
+    due: bool = True
+
+
+class Model:
+    """The outbox as plain dictionaries."""
+
+    def __init__(self) -> None:
+        self.rows: dict[Kind, dict[int, ModelRow]] = {kind: {} for kind in Kind}
+
+    def _insert(self, kind: Kind, row: ModelRow) -> int:
+        table = self.rows[kind]
+        # Without AUTOINCREMENT, SQLite gives a new row max(rowid) + 1.
+        table[max(table, default=0) + 1] = row
+        return 1
+
+    def append_cdr(self, new: NewCdr) -> int:
+        """Mirror APPEND_CDR_SQL for one row; return 1 if it is new."""
+        table = self.rows[Kind.CDR]
+        same = [row for row in table.values() if row.identity == new.identity]
+        if new.fingerprint is not None and any(row.fingerprint == new.fingerprint for row in same):
+            return 0  # the same AMI frame again
+        occurrence = new.occurrence or 1 + sum(row.fingerprint is not None for row in same)
+        key = f"{new.identity}#{occurrence}"
+        existing = next((row for row in table.values() if row.key == key), None)
+        if existing is None:
+            return self._insert(Kind.CDR, ModelRow(key, new.identity, new.fingerprint, new.received_at))
+        if existing.fingerprint is None and new.fingerprint is not None:
+            existing.fingerprint = new.fingerprint
+        return 0
+
+    def append_recording(self, new: NewRecording) -> int:
+        """Mirror INSERT OR IGNORE on (path, size, mtime)."""
+        key = f"{new.path}|{new.size}|{new.mtime}"
+        if any(row.key == key for row in self.rows[Kind.RECORDING].values()):
+            return 0
+        return self._insert(Kind.RECORDING, ModelRow(key, None, None, new.detected_at))
+
+    def pending(self, kind: Kind, ids: list[int]) -> list[ModelRow]:
+        """The rows among `ids` that are pending."""
+        table = self.rows[kind]
+        return [table[i] for i in ids if i in table and table[i].state is State.PENDING]
+
+    def due_ids(self, kind: Kind) -> list[int]:
+        """Pending rows a claim may take, oldest first."""
+        return sorted(i for i, row in self.rows[kind].items() if row.state is State.PENDING and row.due)
+
+    def snapshot(self) -> dict[Kind, dict[int, tuple[Any, ...]]]:
+        """What the database must hold."""
+        return {
+            kind: {i: (row.key, row.fingerprint, row.state.value, row.attempts) for i, row in table.items()}
+            for kind, table in self.rows.items()
+        }
+
+
+def read_database(db: sqlite3.Connection) -> dict[Kind, dict[int, tuple[Any, ...]]]:
+    """Every row of both tables, as the model snapshot shows them."""
+    cdrs = db.execute("SELECT id, dedupe_key, fingerprint, state, attempts FROM cdr")
+    recordings = db.execute(
+        "SELECT id, path || '|' || size || '|' || mtime, NULL, state, attempts FROM recording"
+    )
+    return {
+        Kind.CDR: {row[0]: tuple(row[1:]) for row in cdrs},
+        Kind.RECORDING: {row[0]: tuple(row[1:]) for row in recordings},
+    }
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Drive a real Store and the model side by side."""
+
+    template: Path
+    machines = itertools.count()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = self.template.parent / f"machine-{next(self.machines)}"
+        self.folder.mkdir()
+        shutil.copyfile(self.template, self.folder / "outbox.db")
+        self.runner = asyncio.Runner()
+        self.store = self.runner.run(Store.open(self.folder / "outbox.db"))
+        self.reader = sqlite3.connect(self.folder / "outbox.db")
+        self.model = Model()
+        self.clock = itertools.count(1)
+        self.seen = self.model.snapshot()
+        self.purged = False
+
+    def teardown(self) -> None:
+        self.reader.close()
+        self.runner.run(self.store.close())
+        self.runner.close()
+        shutil.rmtree(self.folder)
+
+    def _moment(self) -> str:
+        return to_iso(EPOCH + timedelta(seconds=next(self.clock)))
+
+    def _ids(self, data: st.DataObject, kind: Kind) -> list[int]:
+        known = sorted(self.model.rows[kind])
+        choices = [*known, max(known, default=0) + 1]  # and one id that does not exist
+        return data.draw(st.lists(st.sampled_from(choices), max_size=4, unique=True))
+
+    @rule(specs=st.lists(cdr_specs, min_size=1, max_size=6))
+    def append_cdrs(self, specs: list[tuple[int, int | None, int]]) -> None:
+        rows = [
+            NewCdr(
+                headers=(("UniqueID", f"u{identity}"),),
+                received_at=self._moment(),
+                identity=f"id{identity}",
+                fingerprint=None if frame is None else f"frame{identity}.{frame}",
+                uniqueid=f"u{identity}",
+                linkedid=None,
+                source="ami" if frame is not None else "csv",
+                occurrence=occurrence if frame is None else None,
+            )
+            for identity, frame, occurrence in specs
+        ]
+        expected = sum(self.model.append_cdr(row) for row in rows)
+        assert self.runner.run(self.store.append_cdrs(rows)) == expected
+
+    @rule(specs=st.lists(recording_specs, min_size=1, max_size=4))
+    def append_recordings(self, specs: list[tuple[int, int]]) -> None:
+        rows = [NewRecording(f"/spool/r{path}.wav", size, 1.5, self._moment()) for path, size in specs]
+        expected = sum(self.model.append_recording(row) for row in rows)
+        assert self.runner.run(self.store.append_recordings(rows)) == expected
+
+    @rule(kind=kinds, limit=st.integers(1, 4), leased=st.booleans())
+    def claim(self, kind: Kind, limit: int, leased: bool) -> None:
+        lease_s = FAR_S if leased else -FAR_S
+        claimed: Sequence[CdrRow | RecordingRow]
+        if kind is Kind.CDR:
+            claimed = self.runner.run(self.store.claim_cdrs(limit, lease_s))
+        else:
+            claimed = self.runner.run(self.store.claim_recordings(limit, lease_s))
+        expected = self.model.due_ids(kind)[:limit]
+        assert [row.id for row in claimed] == expected
+        for row in claimed:
+            model_row = self.model.rows[kind][row.id]
+            assert (row.state, row.attempts) == (State.PENDING, model_row.attempts)
+            model_row.due = not leased
+
+    @rule(kind=kinds, data=st.data(), outcome=st.sampled_from(State))
+    def settle(self, kind: Kind, data: st.DataObject, outcome: State) -> None:
+        ids = self._ids(data, kind)
+        targets = self.model.pending(kind, ids)
+        if outcome is State.SENT:
+            changed = self.runner.run(self.store.mark_sent(kind, ids))
+        elif outcome is State.FILTERED:
+            changed = self.runner.run(self.store.mark_filtered(kind, {i: "filtered by rule" for i in ids}))
+        elif outcome is State.FAILED:
+            changed = self.runner.run(self.store.mark_failed(kind, {i: "422 rejected" for i in ids}))
+        else:
+            changed = self.runner.run(self.store.release(kind, ids))
+        for row in targets:
+            row.state = outcome
+            row.attempts += outcome is State.FAILED
+            row.due = True
+        assert changed == len(targets)
+
+    @rule(kind=kinds, data=st.data(), due=st.booleans())
+    def reschedule(self, kind: Kind, data: st.DataObject, due: bool) -> None:
+        ids = self._ids(data, kind)
+        targets = self.model.pending(kind, ids)
+        changed = self.runner.run(self.store.reschedule(kind, ids, -FAR_S if due else FAR_S, "503"))
+        for row in targets:
+            row.attempts += 1
+            row.due = due
+        assert changed == len(targets)
+
+    @rule(kind=kinds)
+    def release_all(self, kind: Kind) -> None:
+        self.runner.run(self.store.release_all(kind))
+        for row in self.model.rows[kind].values():
+            row.due = True
+
+    @rule(
+        only=st.none() | kinds,
+        data=st.data(),
+        by_id=st.booleans(),
+        since=st.sampled_from((None, "2000-01-01T00:00:00.000000Z", "2999-01-01T00:00:00.000000Z")),
+    )
+    def resend(self, only: Kind | None, data: st.DataObject, by_id: bool, since: str | None) -> None:
+        chosen = [only] if only else list(Kind)
+        ids = self._ids(data, chosen[0]) if by_id else []
+        moved = self.runner.run(self.store.resend(kinds=chosen, ids=ids, since=since))
+        expected = 0
+        if since is None or since < "2500":
+            for kind in chosen:
+                for i, row in self.model.rows[kind].items():
+                    if row.state is State.FAILED and (not ids or i in ids):
+                        row.state, row.due = State.PENDING, True
+                        expected += 1
+        assert moved == expected
+
+    @rule(everything=st.booleans())
+    def purge(self, everything: bool) -> None:
+        # A negative age puts the cut-off in the future: every settled row is old enough.
+        removed = self.runner.run(self.store.purge(-FAR_S if everything else 30 * 86400.0))
+        expected = 0
+        if everything:
+            for table in self.model.rows.values():
+                settled = [i for i, row in table.items() if row.state in (State.SENT, State.FILTERED)]
+                for i in settled:
+                    del table[i]
+                expected += len(settled)
+        assert removed == expected
+        self.purged = True
+
+    @invariant()
+    def database_equals_model_and_moves_are_legal(self) -> None:
+        stored = read_database(self.reader)
+        assert stored == self.model.snapshot()
+        for kind, rows in stored.items():
+            for i, before in self.seen[kind].items():
+                old = State(before[2])
+                if i not in rows:
+                    assert self.purged and old in (State.SENT, State.FILTERED), f"{kind} {i} vanished"
+                elif rows[i][0] == before[0] and rows[i][2] != before[2]:
+                    assert (old, State(rows[i][2])) in LEGAL, f"{kind} {i}: {old} → {rows[i][2]}"
+        self.seen, self.purged = stored, False
+
+    @invariant()
+    def stats_equal_model(self) -> None:
+        stats = self.runner.run(self.store.stats())
+        failed_ids: set[tuple[Kind, int]] = set()
+        for kind, table in self.model.rows.items():
+            counts = {state: 0 for state in State}
+            for row in table.values():
+                counts[row.state] += 1
+            pending = self.model.pending(kind, sorted(table))
+            assert dict(stats.tables[kind].counts) == counts
+            assert stats.tables[kind].oldest_pending_at == (pending[0].arrived_at if pending else None)
+            failed_ids |= {(kind, i) for i, row in table.items() if row.state is State.FAILED}
+        assert len(stats.recent_failures) == min(5, len(failed_ids))
+        assert {(failure.kind, failure.id) for failure in stats.recent_failures} <= failed_ids
+
+
+def test_store_behaves_like_the_model(tmp_path: Path) -> None:
+    StoreMachine.template = tmp_path / "template.db"
+    prepare_database(StoreMachine.template)
+    run_state_machine_as_test(
+        StoreMachine,
+        settings=settings(
+            max_examples=60,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
