@@ -22,7 +22,9 @@ from connector.sim.receiver import Receiver
 
 KEY = "sk_" + "a" * 32
 OPTIONS = MappingOptions(zone=UTC, internal_pattern=re.compile(r"^[0-9]{2,6}$"))
-FAST = DrainSettings(batch_size=100, force_timeout_s=0.05, idle_poll_s=0.2, retry_base_s=0.05, retry_cap_s=0.2)
+FAST = DrainSettings(
+    batch_size=100, force_timeout_s=0.05, idle_poll_s=0.2, retry_base_s=0.05, retry_cap_s=0.2
+)
 
 
 def cdr_headers(n: int, *, dst: str = "200", disposition: str = "ANSWERED", duration: str = "12") -> Headers:

@@ -26,9 +26,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def connector_env(
-    data_dir: Path, ami: FakeAmiServer, receiver: Receiver, **extra: str
-) -> dict[str, str]:
+def connector_env(data_dir: Path, ami: FakeAmiServer, receiver: Receiver, **extra: str) -> dict[str, str]:
     """The environment of a connector wired to the test doubles (no .env, no inherited config)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AMI_", "CDR_", "API_"))}
     env.update(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -144,10 +146,7 @@ async def test_a_second_run_on_the_same_data_dir_refuses_to_start(
     assert await first.stop() == 0
 
 
-async def test_missing_configuration_is_one_line_per_variable(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
+def test_missing_configuration_is_one_line_per_variable(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "connector", "run"],
         env={"DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "API_KEY": "sk_short"},
