@@ -302,19 +302,35 @@ def load_store_settings(**overrides: Any) -> StoreSettings:
         raise ConfigError([_describe(item) for item in error.errors(include_input=False)]) from None
 
 
+class _RuntimeRequired(BaseSettings):
+    """Only the variables `run` and `check` cannot do without, read the same way as Settings."""
+
+    model_config = StoreSettings.model_config
+
+    api_key: str = ""
+    ami_host: str = ""
+    ami_username: str = ""
+    ami_password: str = ""
+
+
+def _missing_runtime(overrides: dict[str, Any]) -> list[str]:
+    present = _RuntimeRequired(**{k: v for k, v in overrides.items() if k in RUNTIME_REQUIRED})
+    problems = []
+    for name in RUNTIME_REQUIRED:
+        if not str(getattr(present, name)).strip():
+            hint = " ('sk_' followed by 32 letters or digits)" if name == "api_key" else ""
+            problems.append(f"{name.upper()}: required but not set{hint}")
+    return problems
+
+
 def load_settings(*, require_runtime: bool = False, **overrides: Any) -> Settings:
     """Read and validate the settings; raise ConfigError listing every problem at once."""
-    problems: list[str] = []
+    problems = _missing_runtime(overrides) if require_runtime else []
     try:
         settings = Settings(**overrides)
     except ValidationError as error:
-        problems = [_describe(item) for item in error.errors(include_input=False)]
-        raise ConfigError(problems) from None
-    if require_runtime:
-        for name in RUNTIME_REQUIRED:
-            if not getattr(settings, name):
-                hint = " ('sk_' followed by 32 letters or digits)" if name == "api_key" else ""
-                problems.append(f"{name.upper()}: required but not set{hint}")
-        if problems:
-            raise ConfigError(problems)
+        invalid = [_describe(item) for item in error.errors(include_input=False)]
+        raise ConfigError(invalid + problems) from None
+    if problems:
+        raise ConfigError(problems)
     return settings

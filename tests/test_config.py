@@ -131,11 +131,6 @@ def test_all_bad_values_are_reported_at_once(clean_env: Path, monkeypatch: pytes
     assert sorted(problem.split(":")[0] for problem in caught.value.problems) == sorted(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: load_settings raises on the first validation failure before checking the required "
-    "runtime variables, so a missing AMI_HOST is only reported once AMI_PORT is fixed",
-)
 def test_bad_values_and_missing_variables_are_reported_together(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from connector.cdr.identity import canonical_identity, first_wins, frame_fingerprint
+from connector.cdr.identity import canonical_identity, fingerprint_of_json, first_wins, headers_json
 from connector.errors import OutboxError
 from connector.metrics import (
     CDRS_DROPPED,
@@ -78,13 +78,15 @@ def new_cdr(headers: Headers, timestamp: float) -> NewCdr:
     """Build the outbox row of one Cdr event: every header as received, plus its identity."""
     fields = first_wins(headers)
     linkedid = fields.get("LinkedID") or fields.get("Linkedid") or fields.get("linkedid")
+    raw_json = headers_json(headers)
     return NewCdr(
         headers=headers,
         received_at=received_at(timestamp),
         identity=canonical_identity(fields),
-        fingerprint=frame_fingerprint(headers),
+        fingerprint=fingerprint_of_json(raw_json),
         uniqueid=fields.get("UniqueID", ""),
         linkedid=linkedid or None,
+        raw_json=raw_json,
     )
 
 

@@ -71,9 +71,19 @@ def identity_of_values(values: Sequence[str]) -> str:
     return _digest(_JSON.encode(list(values)))
 
 
+def headers_json(headers: Iterable[tuple[str, str]]) -> str:
+    """Encode ordered headers as a JSON array of [name, value] pairs (the stored `raw`)."""
+    return _JSON.encode(headers if isinstance(headers, tuple) else [list(pair) for pair in headers])
+
+
+def fingerprint_of_json(encoded_headers: str) -> str:
+    """The frame fingerprint from headers already encoded by headers_json."""
+    return _digest(encoded_headers)
+
+
 def frame_fingerprint(headers: Iterable[tuple[str, str]]) -> str:
     """Hash every header name and value in order: equal only for byte-identical frames."""
-    return _digest(_JSON.encode([[name, value] for name, value in headers]))
+    return fingerprint_of_json(headers_json(headers))
 
 
 def dedupe_key(identity: str, occurrence: int) -> str:

@@ -11,19 +11,23 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, pool
+from typing import TYPE_CHECKING, Any
 
 import migrations
 from connector.errors import OutboxError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
+# The newest migration in migrations/versions (a test checks it against Alembic's head). Opening an
+# outbox already at this revision needs neither Alembic nor SQLAlchemy: ~25 MB less resident memory.
+SCHEMA_HEAD = "0002"
 
 
 def _alembic_config() -> Config:
+    from alembic.config import Config
+
     # The scripts ship as the `migrations` package, so an installed connector (pip install .,
     # no repository and no alembic.ini) finds them too.
     config = Config()
@@ -33,6 +37,8 @@ def _alembic_config() -> Config:
 
 def known_revisions() -> tuple[set[str], str]:
     """All revisions this connector ships, and the head."""
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_alembic_config())
     head = script.get_current_head()
     return {rev.revision for rev in script.walk_revisions()}, head or ""
@@ -84,6 +90,8 @@ def prepare_database(path: Path) -> None:
     """Check the outbox file and migrate it to the newest schema."""
     _check_folder(path)
     revision = _check_file(path)
+    if revision == SCHEMA_HEAD:
+        return
     revisions, head = known_revisions()
     if revision is not None and revision not in revisions:
         raise OutboxError(
@@ -92,7 +100,25 @@ def prepare_database(path: Path) -> None:
         )
     if revision == head:
         return
+    _upgrade(path)
+
+
+def _upgrade(path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine, event, pool
+
     engine = create_engine(f"sqlite:///{path}", poolclass=pool.NullPool)
+
+    # pysqlite commits before every DDL statement on its own; take the transaction in hand so
+    # that a migration interrupted halfway (crash, kill, full disk) leaves the file as it was.
+    @event.listens_for(engine, "connect")
+    def _manual_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
     try:
         with engine.begin() as connection:
             config = _alembic_config()

@@ -43,6 +43,9 @@ class NewCdr:
     linkedid: str | None
     source: str = "ami"
     occurrence: int | None = None
+    # The headers already encoded as the `raw` JSON (the listener computes it once for the
+    # fingerprint too); None lets the store encode them.
+    raw_json: str | None = None
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,6 @@ cdr = Table(
 # The claim query walks pending rows oldest first; a partial index keeps that cost independent of
 # how many sent rows the table holds.
 Index("ix_cdr_pending", cdr.c.id, sqlite_where=text("state = 'pending'"))
-Index("ix_cdr_identity", cdr.c.identity, cdr.c.fingerprint)
 Index("ix_cdr_uniqueid", cdr.c.uniqueid)
 Index("ix_cdr_linkedid", cdr.c.linkedid)
 Index("ix_cdr_state", cdr.c.state)

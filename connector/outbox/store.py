@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,18 +44,20 @@ PRAGMAS = (
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
 )
 
-# The n-th distinct AMI frame with the same canonical fields gets occurrence n; a CSV line brings
-# its own occurrence. When the key exists already (the twin came first by the other route), the
-# row stays as it is and only learns the AMI frame's fingerprint, so later forks number right.
-APPEND_CDR_SQL = """
+# Rows already stored under the identities of a batch, found through the dedupe_key index: every
+# key of an identity lies between 'identity#' and 'identity$' ('$' sorts right after '#').
+KNOWN_IDENTITIES_SQL = """
+SELECT c.identity, c.fingerprint
+  FROM json_each(?) AS j
+  JOIN cdr AS c ON c.dedupe_key >= j.value || '#' AND c.dedupe_key < j.value || '$'
+"""
+
+# When the key exists already (the twin came first by the other route), the row stays as it is and
+# only learns the AMI frame's fingerprint, so that a later ForkCDR twin gets the next number.
+INSERT_CDR_SQL = """
 INSERT INTO cdr (received_at, dedupe_key, identity, fingerprint, source, uniqueid, linkedid, raw,
                  state, attempts, next_attempt_at, updated_at)
-SELECT :received_at,
-       :identity || '#' || coalesce(:occurrence, 1 + (
-           SELECT count(*) FROM cdr WHERE identity = :identity AND fingerprint IS NOT NULL)),
-       :identity, :fingerprint, :source, :uniqueid, :linkedid, :raw,
-       'pending', 0, :received_at, :received_at
- WHERE NOT EXISTS (SELECT 1 FROM cdr WHERE identity = :identity AND fingerprint = :fingerprint)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?1, ?1)
 ON CONFLICT (dedupe_key) DO UPDATE SET fingerprint = excluded.fingerprint
  WHERE cdr.fingerprint IS NULL AND excluded.fingerprint IS NOT NULL
 """
@@ -83,7 +85,12 @@ RECORDING_COLUMNS = (
     " next_attempt_at, last_error, sent_at, deleted_at"
 )
 TIME_COLUMN = {Kind.CDR: "received_at", Kind.RECORDING: "detected_at"}
+# Left to itself the planner takes ix_*_state (state, rowid); the partial index holds pending rows
+# only, so it stays small and cached however many sent rows pile up.
+PENDING_INDEX = {Kind.CDR: "INDEXED BY ix_cdr_pending", Kind.RECORDING: "INDEXED BY ix_recording_pending"}
 T = TypeVar("T")
+# The raw column holds the headers as a JSON array of [name, value] pairs, exactly as received.
+_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 def cdr_from_row(row: Sequence[Any]) -> CdrRow:
@@ -126,17 +133,43 @@ def recording_from_row(row: Sequence[Any]) -> RecordingRow:
     )
 
 
-def _cdr_params(row: NewCdr) -> dict[str, Any]:
-    return {
-        "received_at": row.received_at,
-        "identity": row.identity,
-        "fingerprint": row.fingerprint,
-        "occurrence": row.occurrence,
-        "source": row.source,
-        "uniqueid": row.uniqueid,
-        "linkedid": row.linkedid,
-        "raw": json.dumps([list(pair) for pair in row.headers], ensure_ascii=False),
-    }
+def number_cdrs(rows: Sequence[NewCdr], known: Iterable[tuple[str, str | None]]) -> list[tuple[Any, ...]]:
+    """Give each row its dedupe key; leave out AMI frames already stored (same fingerprint).
+
+    `known` holds (identity, fingerprint) of the stored rows sharing an identity with the batch.
+    An AMI frame is the n-th distinct frame of its identity (n = frames seen so far + 1); a CSV row
+    brings its own occurrence number.
+    """
+    fingerprints: dict[str, set[str]] = {}
+    for identity, fingerprint in known:
+        seen = fingerprints.setdefault(identity, set())
+        if fingerprint is not None:
+            seen.add(fingerprint)
+    params = []
+    for row in rows:
+        if row.occurrence is not None:
+            key = f"{row.identity}#{row.occurrence}"
+        else:
+            seen = fingerprints.setdefault(row.identity, set())
+            if row.fingerprint in seen:
+                continue
+            if row.fingerprint is not None:
+                seen.add(row.fingerprint)
+            key = f"{row.identity}#{len(seen)}"
+        raw = row.raw_json or _JSON.encode(row.headers)
+        params.append(
+            (
+                row.received_at,
+                key,
+                row.identity,
+                row.fingerprint,
+                row.source,
+                row.uniqueid,
+                row.linkedid,
+                raw,
+            )
+        )
+    return params
 
 
 def _position_params(position: CsvPosition) -> dict[str, Any]:
@@ -259,12 +292,15 @@ class Store:
         """
         if not rows and position is None:
             return 0
-        params = [_cdr_params(row) for row in rows]
+        identities = json.dumps(sorted({row.identity for row in rows}))
 
         async def work() -> int:
             # Ids only grow, so the new rows are exactly those above the previous maximum.
             before = await self._max_id("cdr")
-            await self._db.executemany(APPEND_CDR_SQL, params)
+            cursor = await self._db.execute(KNOWN_IDENTITIES_SQL, (identities,))
+            known = [(str(identity), fingerprint) for identity, fingerprint in await cursor.fetchall()]
+            params = number_cdrs(rows, known)
+            await self._db.executemany(INSERT_CDR_SQL, params)
             if position is not None:
                 await self._db.execute(SAVE_POSITION_SQL, _position_params(position))
             return await self._max_id("cdr") - before
@@ -300,7 +336,8 @@ class Store:
         # rows while a send is in flight; a crash simply lets the lease expire.
         sql = (
             f"UPDATE {kind.value} SET next_attempt_at = :lease WHERE id IN ("
-            f" SELECT id FROM {kind.value} WHERE state = 'pending' AND next_attempt_at <= :now"
+            f" SELECT id FROM {kind.value} {PENDING_INDEX[kind]}"
+            " WHERE state = 'pending' AND next_attempt_at <= :now"
             f" ORDER BY id LIMIT :limit) RETURNING {columns}"
         )
         params = {"lease": utc_in(lease_s), "now": utc_now(), "limit": limit}
@@ -417,7 +454,7 @@ class Store:
         """How many pending rows are due (counting at most `limit`), and when the oldest arrived."""
         rows = await self._read(
             f"SELECT count(*), min({TIME_COLUMN[kind]}) FROM (SELECT {TIME_COLUMN[kind]} FROM {kind.value}"
-            " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?)",
+            f" {PENDING_INDEX[kind]} WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?)",
             (utc_now(), limit),
         )
         count, oldest = rows[0]
@@ -518,7 +555,8 @@ class Store:
                 counts[State(state)] = count
             # Ids grow with arrival time, so the partial pending index finds the oldest at once.
             oldest_rows = await self._read(
-                f"SELECT {TIME_COLUMN[kind]} FROM {kind.value} WHERE state = 'pending' ORDER BY id LIMIT 1"
+                f"SELECT {TIME_COLUMN[kind]} FROM {kind.value} {PENDING_INDEX[kind]}"
+                " WHERE state = 'pending' ORDER BY id LIMIT 1"
             )
             oldest = oldest_rows[0][0] if oldest_rows else None
             tables[kind] = TableStats(counts=counts, oldest_pending_at=oldest)

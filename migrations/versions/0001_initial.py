@@ -40,7 +40,6 @@ def upgrade() -> None:
         sa.CheckConstraint(f"state IN ({STATES})", name="ck_cdr_state"),
     )
     op.create_index("ix_cdr_pending", "cdr", ["id"], sqlite_where=sa.text("state = 'pending'"))
-    op.create_index("ix_cdr_identity", "cdr", ["identity", "fingerprint"])
     op.create_index("ix_cdr_uniqueid", "cdr", ["uniqueid"])
     op.create_index("ix_cdr_linkedid", "cdr", ["linkedid"])
     op.create_index("ix_cdr_state", "cdr", ["state"])

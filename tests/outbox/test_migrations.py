@@ -179,11 +179,6 @@ prepare_database(Path(sys.argv[1]))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the first migration is not one transaction (pysqlite autocommits DDL), so a crash "
-    "inside it leaves tables without a version row and every later start fails 'table cdr already exists'",
-)
 def test_a_crash_inside_the_first_migration_does_not_brick_the_file(outbox_path: Path) -> None:
     died = subprocess.run(
         [sys.executable, "-c", _DIE_IN_MIGRATION, str(outbox_path)], capture_output=True, check=False

@@ -77,11 +77,6 @@ async def _claim_statement(store: Store) -> str:
     return next(sql for sql in seen if sql.lstrip().upper().startswith("UPDATE CDR"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the planner prefers ix_cdr_state (state, rowid) over the partial ix_cdr_pending, even "
-    "after ANALYZE; `FROM cdr INDEXED BY ix_cdr_pending` in Store._claim fixes it",
-)
 async def test_the_claim_query_uses_the_partial_pending_index(store: Store) -> None:
     await _fill_mostly_sent(store, total=2000, pending=40)
     statement = await _claim_statement(store)
