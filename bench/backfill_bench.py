@@ -12,7 +12,7 @@ as byte-identical adjacent lines) and stores 90 % of its CDRs first as AMI rows 
 Targets: >= 50,000 lines/s checked against existing rows, peak RSS <= 100 MB.
 
     python bench/backfill_bench.py            # 1,000,000 lines
-    python bench/backfill_bench.py --smoke    # 20,000 lines (CI)
+    python bench/backfill_bench.py --smoke    # 20,000 lines (CI: checks the counts, not the targets)
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def child(master: Path) -> int:
     return code
 
 
-def run(count: int, seed: int, keep: bool) -> int:
+def run(count: int, seed: int, keep: bool, smoke: bool = False) -> int:
     """Parent side: prepare, import in a child, check and report."""
     folder = Path(tempfile.mkdtemp(prefix="backfill-bench-"))
     started = time.perf_counter()
@@ -228,7 +228,9 @@ def run(count: int, seed: int, keep: bool) -> int:
     else:
         print(f"kept                   {folder}")
     correct = rows == lines and counts["already known"] == stored and counts["malformed"] == 0
-    return 0 if correct and rate >= TARGET_RATE and child_rss <= TARGET_RSS_MB else 1
+    on_target = rate >= TARGET_RATE and child_rss <= TARGET_RSS_MB
+    # A smoke run checks that the import is right; speed and memory are only judged on a full run.
+    return 0 if correct and (smoke or on_target) else 1
 
 
 def main() -> int:
@@ -242,7 +244,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         return child(args.child)
-    return run(20_000 if args.smoke else args.lines, args.seed, args.keep)
+    return run(20_000 if args.smoke else args.lines, args.seed, args.keep, args.smoke)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from connector import __version__
 from connector.ami.client import AmiClient
 from connector.ami.listener import CdrWriter
 from connector.api.client import ApiClient
+from connector.backfill.follower import CsvFollower
 from connector.cdr.filters import filter_rules
 from connector.cdr.mapping import mapping_options
 from connector.config import Settings
@@ -77,6 +78,7 @@ class Connector:
         self.store = store
         self.new_rows = asyncio.Event()
         self.writer = CdrWriter(NotifyingSink(store, self.new_rows))
+        self.follower = CsvFollower.from_settings(settings, store, self.new_rows)
         password = settings.ami_password.get_secret_value() if settings.ami_password else ""
         # gate: when Cdr frames arrive faster than the outbox commits them (and commits succeed),
         # reading pauses briefly and the kernel's socket buffers hold the rest; see CdrWriter.
@@ -135,6 +137,9 @@ class Connector:
         ami_task = asyncio.create_task(self.ami.run(), name="ami")
         writer_task = asyncio.create_task(self.writer.run(), name="writer")
         drainer_task = asyncio.create_task(self.drainer.run(), name="cdr drainer")
+        follower_task = (
+            asyncio.create_task(self.follower.run(), name="csv follower") if self.follower else None
+        )
         try:
             await stop.wait()
         finally:
@@ -143,6 +148,9 @@ class Connector:
             await _stop_task(ami_task, 2.0)
             self.writer.stop(SHUTDOWN_DEADLINE_S)
             await _stop_task(writer_task, SHUTDOWN_DEADLINE_S + 1)
+            if self.follower is not None and follower_task is not None:
+                self.follower.stop()
+                await _stop_task(follower_task, SHUTDOWN_DEADLINE_S)
             self.drainer.stop()
             await _stop_task(drainer_task, SHUTDOWN_DEADLINE_S)
             for task in background:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from connector import __version__
+from connector.backfill.command import add_backfill_parser
 from connector.config import ConfigError, load_settings, load_store_settings
 from connector.errors import OutboxError, StartupError
 from connector.logs import configure_logging
@@ -213,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="create or upgrade the outbox schema")
     migrate.set_defaults(handler=cmd_migrate)
+
+    add_backfill_parser(commands)
     return parser
 
 

@@ -124,8 +124,9 @@ class CsvFollower:
         new_rows: asyncio.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.path = Path(path)
-        self.key = str(path)
+        # The key of the saved position: `a//b/./Master.csv` and `a/b/Master.csv` are one file.
+        self.key = os.path.normpath(str(path))
+        self.path = Path(self.key)
         self.grace_s, self.poll_interval_s, self.batch_bytes = grace_s, poll_interval_s, batch_bytes
         self._store = store
         self._start = start.strip().lower()

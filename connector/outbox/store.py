@@ -47,18 +47,23 @@ PRAGMAS = (
 # Rows already stored under the identities of a batch, found through the dedupe_key index: every
 # key of an identity lies between 'identity#' and 'identity$' ('$' sorts right after '#').
 KNOWN_IDENTITIES_SQL = """
-SELECT c.identity, c.fingerprint
+SELECT c.dedupe_key, c.fingerprint
   FROM json_each(?) AS j
   JOIN cdr AS c ON c.dedupe_key >= j.value || '#' AND c.dedupe_key < j.value || '$'
 """
 
-# When the key exists already (the twin came first by the other route), the row stays as it is and
-# only learns the AMI frame's fingerprint, so that a later ForkCDR twin gets the next number.
+# When an AMI frame finds its key taken by a row read from Master.csv first, that row becomes the AMI
+# twin's: it learns the frame's fingerprint (so a later ForkCDR twin gets the next number), counts as
+# received over AMI rather than recovered, and, unless already sent, carries the frame's headers.
 INSERT_CDR_SQL = """
 INSERT INTO cdr (received_at, dedupe_key, identity, fingerprint, source, uniqueid, linkedid, raw,
                  state, attempts, next_attempt_at, updated_at)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?1, ?1)
-ON CONFLICT (dedupe_key) DO UPDATE SET fingerprint = excluded.fingerprint
+ON CONFLICT (dedupe_key) DO UPDATE SET
+       fingerprint = excluded.fingerprint,
+       source = excluded.source,
+       linkedid = coalesce(cdr.linkedid, excluded.linkedid),
+       raw = CASE WHEN cdr.state = 'pending' THEN excluded.raw ELSE cdr.raw END
  WHERE cdr.fingerprint IS NULL AND excluded.fingerprint IS NOT NULL
 """
 
@@ -134,21 +139,27 @@ def recording_from_row(row: Sequence[Any]) -> RecordingRow:
 
 
 def number_cdrs(rows: Sequence[NewCdr], known: Iterable[tuple[str, str | None]]) -> list[tuple[Any, ...]]:
-    """Give each row its dedupe key; leave out AMI frames already stored (same fingerprint).
+    """Give each row its dedupe key; leave out rows whose CDR is already stored.
 
-    `known` holds (identity, fingerprint) of the stored rows sharing an identity with the batch.
-    An AMI frame is the n-th distinct frame of its identity (n = frames seen so far + 1); a CSV row
-    brings its own occurrence number.
+    `known` holds (dedupe_key, fingerprint) of the stored rows sharing an identity with the batch.
+    An AMI frame is the n-th distinct frame of its identity (n = frames seen so far + 1) and is
+    left out when its fingerprint is known; a CSV row brings its own occurrence number and is left
+    out when its key is known.
     """
+    keys: set[str] = set()
     fingerprints: dict[str, set[str]] = {}
-    for identity, fingerprint in known:
-        seen = fingerprints.setdefault(identity, set())
+    for key, fingerprint in known:
+        keys.add(key)
+        seen = fingerprints.setdefault(key.rpartition("#")[0], set())
         if fingerprint is not None:
             seen.add(fingerprint)
     params = []
     for row in rows:
         if row.occurrence is not None:
             key = f"{row.identity}#{row.occurrence}"
+            if key in keys:
+                continue
+            keys.add(key)
         else:
             seen = fingerprints.setdefault(row.identity, set())
             if row.fingerprint in seen:
@@ -298,7 +309,7 @@ class Store:
             # Ids only grow, so the new rows are exactly those above the previous maximum.
             before = await self._max_id("cdr")
             cursor = await self._db.execute(KNOWN_IDENTITIES_SQL, (identities,))
-            known = [(str(identity), fingerprint) for identity, fingerprint in await cursor.fetchall()]
+            known = [(str(key), fingerprint) for key, fingerprint in await cursor.fetchall()]
             params = number_cdrs(rows, known)
             await self._db.executemany(INSERT_CDR_SQL, params)
             if position is not None:

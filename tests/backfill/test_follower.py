@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
+from connector.backfill.command import import_file
 from connector.backfill.follower import CsvFollower
+from connector.backfill.lines import LineParser
 from connector.config import ConfigError, load_settings
 from connector.metrics import REGISTRY
 from connector.outbox.records import CsvPosition
@@ -244,7 +247,9 @@ async def test_identical_lines_are_distinct_cdrs_even_across_restarts(
 
     await make_follower(store, master).run_once()
     keys = [row["dedupe_key"] for row in rows(outbox_path)]
-    await make_follower(store, f"{master.parent}/./Master.csv").run_once()  # a full second read
+    again = await import_file(store, master, LineParser(CSV_LAYOUT))  # a full second read
+
+    assert (again.read, again.recovered) == (5, 0)
 
     assert len(keys) == 5
     assert [key.split("#")[1] for key in keys] == ["1", "1", "2", "3", "1"]
@@ -319,3 +324,37 @@ async def test_a_rotated_file_whose_last_line_never_ended_is_left_with_a_warning
 
     assert stored_uniqueids(outbox_path) == ["1795800000.1", "1795800000.3"]
     assert follower.malformed == 1
+
+
+async def test_the_same_file_spelled_differently_keeps_its_position(
+    store: Store, outbox_path: Path, master: Path, make_follower: FollowerFactory
+) -> None:
+    write(master, lines(1, 2))
+    await make_follower(store, master).run_once()
+
+    again = make_follower(store, f"{master.parent}//./Master.csv")
+    assert await again.run_once() == 0
+    assert again.key == str(master)
+
+
+async def test_run_logs_a_failure_and_carries_on_once_the_cause_is_gone(
+    store: Store,
+    outbox_path: Path,
+    master: Path,
+    make_follower: FollowerFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    os.mkdir(master)  # not a readable file: e.g. a wrong mount
+    woken = asyncio.Event()
+    follower = make_follower(store, master, poll_interval_s=0.01, new_rows=woken)
+    with caplog.at_level(logging.ERROR):
+        task = asyncio.create_task(follower.run())
+        while not any("cannot follow" in record.getMessage() for record in caplog.records):
+            await asyncio.sleep(0.01)
+    os.rmdir(master)
+    write(master, lines(1, 1))
+    await asyncio.wait_for(woken.wait(), 60)
+    follower.stop()
+    await asyncio.wait_for(task, 30)
+
+    assert stored_uniqueids(outbox_path) == ["1795800000.1"]
