@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from connector import __version__
 from connector.ami.client import AmiClient
@@ -21,18 +24,22 @@ from connector.cdr.filters import filter_rules
 from connector.cdr.mapping import mapping_options
 from connector.config import Settings
 from connector.drain.cdrs import CdrDrainer, DrainSettings
+from connector.drain.recordings import RecordingUploader, notifying_sink
 from connector.errors import OutboxError, StartupError
 from connector.health import Probe, start_monitoring
 from connector.outbox.lock import DataDirLock
 from connector.outbox.records import Kind, NewCdr
 from connector.outbox.store import Store
+from connector.recordings.watcher import RecordingWatcher
 from connector.stats import refresh, summary_line
 
 log = logging.getLogger("connector")
 
 STATS_REFRESH_S = 5.0
 STATS_LOG_S = 300.0
-SHUTDOWN_DEADLINE_S = 10.0
+# Everything that was read is committed and in-flight requests finish within this; Docker's stop
+# grace period (deploy/docker-compose.yml) is longer.
+SHUTDOWN_DEADLINE_S = 20.0
 
 
 class NotifyingSink:
@@ -60,14 +67,35 @@ async def _periodic(every_s: float, work: Callable[[], Awaitable[object]], what:
         await asyncio.sleep(every_s)
 
 
-async def _stop_task(task: asyncio.Task[None], deadline_s: float) -> None:
-    """Wait for a task that was asked to stop; cancel it past the deadline."""
-    try:
-        await asyncio.wait_for(asyncio.shield(task), deadline_s)
-    except TimeoutError:
-        task.cancel()
+@dataclass
+class _Part:
+    """One long-running task of the service and how to ask it to stop."""
+
+    name: str
+    run: Callable[[], Coroutine[Any, Any, None]]
+    request_stop: Callable[[], object] | None  # None: cancel it
+    task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=self.name)
+
+    async def finish(self, deadline: float) -> None:
+        """Ask the task to stop and wait for it until `deadline` (loop time); cancel it after."""
+        assert self.task is not None
+        if self.request_stop is None:
+            self.task.cancel()
+        else:
+            requested = self.request_stop()
+            if inspect.isawaitable(requested):
+                await requested
+        remaining = max(0.1, deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), remaining)
+        except TimeoutError:
+            log.warning("%s did not stop in time; cancelling it", self.name)
+            self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await self.task
 
 
 class Connector:
@@ -91,6 +119,9 @@ class Connector:
             gate=self.writer,
         )
         self.api = ApiClient.from_settings(settings)
+        self.new_recordings = asyncio.Event()
+        self.uploader = RecordingUploader.from_settings(settings, store, self.api, self.new_recordings)
+        self.watcher = RecordingWatcher.from_settings(settings, notifying_sink(store, self.new_recordings))
         self.drainer = CdrDrainer(
             store,
             self.api,
@@ -121,38 +152,66 @@ class Connector:
     async def _log_stats(self) -> None:
         log.info("stats: %s", summary_line(await self.store.stats()))
 
-    async def serve(self, stop: asyncio.Event) -> None:
-        """Run every part until `stop` is set, then shut down in order."""
+    async def _start_monitoring(self) -> asyncio.Server:
+        host, port = self.settings.monitoring_host, self.settings.monitoring_port
+        try:
+            return await start_monitoring(host, port, Probe(self.healthy, self.ready, self._refresh_stats))
+        except OSError as error:
+            raise StartupError(
+                f"cannot listen on MONITORING_HOST:MONITORING_PORT {host}:{port} ({error.strerror}): "
+                "choose another MONITORING_PORT or set MONITORING_ENABLED=false"
+            ) from None
+
+    def _parts(self) -> list[_Part]:
+        """The long-running parts, in the order they stop: the reader first, the senders last."""
+        parts = [
+            _Part("ami", self.ami.run, self.ami.aclose),
+            _Part("writer", self.writer.run, lambda: self.writer.stop(SHUTDOWN_DEADLINE_S)),
+        ]
+        if self.follower is not None:
+            parts.append(_Part("csv follower", self.follower.run, self.follower.stop))
+        if self.settings.recording_watcher_enabled:
+            # What the watcher found is committed already; anything else is found again next start.
+            parts.append(_Part("recording watcher", self.watcher.run, None))
+            parts.append(_Part("recording uploader", self.uploader.run, self.uploader.stop))
+        parts.append(_Part("cdr drainer", self.drainer.run, self.drainer.stop))
+        return parts
+
+    async def serve(self, stop: asyncio.Event) -> int:
+        """Run every part until `stop` is set, then shut down in order; return the exit code.
+
+        A part that dies on its own (a bug) stops the service with exit code 1, so that the
+        container restarts rather than running on half-dead; nothing stored is lost by that.
+        """
         await self.store.release_all(Kind.CDR)
+        await self.store.release_all(Kind.RECORDING)
         monitoring = None
         if self.settings.monitoring_enabled:
-            probe = Probe(self.healthy, self.ready, self._refresh_stats)
-            monitoring = await start_monitoring(
-                self.settings.monitoring_host, self.settings.monitoring_port, probe
-            )
+            monitoring = await self._start_monitoring()
         background = [
             asyncio.create_task(_periodic(STATS_REFRESH_S, self._refresh_stats, "stats refresh")),
             asyncio.create_task(_periodic(STATS_LOG_S, self._log_stats, "stats log")),
         ]
-        ami_task = asyncio.create_task(self.ami.run(), name="ami")
-        writer_task = asyncio.create_task(self.writer.run(), name="writer")
-        drainer_task = asyncio.create_task(self.drainer.run(), name="cdr drainer")
-        follower_task = (
-            asyncio.create_task(self.follower.run(), name="csv follower") if self.follower else None
-        )
+        parts = self._parts()
+        for part in parts:
+            part.start()
+        exit_code = 0
         try:
-            await stop.wait()
+            stopping = asyncio.create_task(stop.wait())
+            running = {part.task for part in parts if part.task is not None}
+            done, _ = await asyncio.wait({stopping, *running}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            for task in done - {stopping}:
+                exit_code = 1
+                error = None if task.cancelled() else task.exception()
+                log.error(
+                    "%s stopped unexpectedly: %r; shutting down", task.get_name(), error, exc_info=error
+                )
         finally:
             log.info("stopping: no more AMI reads; flushing and finishing deliveries")
-            await self.ami.aclose()
-            await _stop_task(ami_task, 2.0)
-            self.writer.stop(SHUTDOWN_DEADLINE_S)
-            await _stop_task(writer_task, SHUTDOWN_DEADLINE_S + 1)
-            if self.follower is not None and follower_task is not None:
-                self.follower.stop()
-                await _stop_task(follower_task, SHUTDOWN_DEADLINE_S)
-            self.drainer.stop()
-            await _stop_task(drainer_task, SHUTDOWN_DEADLINE_S)
+            deadline = asyncio.get_running_loop().time() + SHUTDOWN_DEADLINE_S
+            for part in parts:
+                await part.finish(deadline)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -160,8 +219,21 @@ class Connector:
                 monitoring.close()
                 await monitoring.wait_closed()
             await self.api.aclose()
-            stats = await self.store.stats()
-            log.info("CDR monitor stopped: %s", summary_line(stats))
+            log.info("CDR monitor stopped: %s", summary_line(await self.store.stats()))
+        return exit_code
+
+
+async def _until_stopped(stop: asyncio.Event, parts: Sequence[_Part]) -> int:
+    """Wait for `stop`, or for a part to die on its own; return the exit code."""
+    stopping = asyncio.create_task(stop.wait())
+    running = {part.task for part in parts if part.task is not None}
+    done, _ = await asyncio.wait({stopping, *running}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    crashed = done - {stopping}
+    for task in crashed:
+        error = None if task.cancelled() else task.exception()
+        log.error("%s stopped unexpectedly (%r); shutting down", task.get_name(), error, exc_info=error)
+    return 1 if crashed else 0
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
@@ -179,17 +251,7 @@ async def run_connector(settings: Settings) -> int:
         log.info("connector %s starting with %s", __version__, settings.redacted())
         stop = asyncio.Event()
         _install_signal_handlers(stop)
-        try:
-            await Connector(settings, store).serve(stop)
-        except OSError as error:
-            if error.errno in (98, 99, 13):  # address in use / not available / permission
-                raise StartupError(
-                    f"cannot listen on MONITORING_HOST:MONITORING_PORT "
-                    f"{settings.monitoring_host}:{settings.monitoring_port} ({error.strerror}): "
-                    "choose another MONITORING_PORT or set MONITORING_ENABLED=false"
-                ) from None
-            raise
+        return await Connector(settings, store).serve(stop)
     finally:
         await store.close()
         lock.release()
-    return 0

@@ -135,7 +135,8 @@ class ApiClient:
             api_key=settings.api_key.get_secret_value(),
             hostname=settings.hostname,
             timeout_s=settings.api_timeout,
-            max_connections=settings.cdr_max_concurrent + 2,
+            # CDR requests and recording uploads share the pool; neither may starve the other.
+            max_connections=settings.cdr_max_concurrent + settings.recording_upload_concurrency + 2,
             transport=transport,
         )
 

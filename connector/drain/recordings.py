@@ -326,6 +326,10 @@ class RecordingUploader:
         except OutboxError as error:
             # The row stays pending under its claim and is retried once it expires.
             log.error("recording uploader: cannot record the outcome of recording #%d: %s", row.id, error)
+        except Exception:
+            # A bug or an unforeseen error must not stop the other uploads; the row stays pending
+            # under its claim and is tried again once the claim expires.
+            log.exception("recording uploader: unexpected error uploading recording #%d %r", row.id, row.path)
         finally:
             self._in_flight.discard(row.id)
             self._slots.release()
