@@ -109,6 +109,11 @@ def test_missing_or_empty_file_is_migrated_to_head(outbox_path: Path, initial: b
     assert {"cdr", "recording", "backlog", "failed"} <= set(_ddl(outbox_path))
 
 
+def test_the_fast_path_head_is_alembics_head() -> None:
+    # prepare_database skips Alembic for files already at SCHEMA_HEAD: it must be the real head.
+    assert migrate.SCHEMA_HEAD == known_revisions()[1]
+
+
 def test_rerunning_is_a_no_op(outbox_path: Path, run_connector: CliRunner) -> None:
     prepare_database(outbox_path)
     before = digest(outbox_path)

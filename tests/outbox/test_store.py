@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from connector.errors import OutboxError
-from connector.outbox.records import Kind, NewCdr, State
+from connector.outbox.records import Kind, NewCdr, NewRecording, State
 from connector.outbox.store import Store
 from tests.conftest import build_cdr
+
+PAST = "2026-01-01T00:00:00.000000Z"
 
 
 def _twin(identity: str, fingerprint: str | None, occurrence: int | None = None) -> NewCdr:
@@ -59,37 +62,59 @@ async def test_ami_frames_after_their_csv_lines_add_nothing(store: Store) -> Non
     assert await _keys(store) == ["i#1", "i#2", "i#3"]
 
 
+async def test_headers_come_back_exactly_as_received(store: Store) -> None:
+    headers = (
+        ("Event", "Cdr"),
+        ("UserField", " spaced  "),
+        ("CallerID", '"Zoë" <1001>'),
+        ("UserField", "twice"),
+    )
+    given = NewCdr(headers, "2026-01-01T00:00:00.000000Z", "i", "f", "u", None)
+    encoded = NewCdr(
+        headers, "2026-01-01T00:00:00.000000Z", "j", "g", "u", None, raw_json=json.dumps(headers)
+    )
+    await store.append_cdrs([given, encoded])
+    rows = await store.cdrs_by_uniqueid("u")
+    assert [row.headers for row in rows] == [headers, headers]
+
+
 async def _fill_mostly_sent(store: Store, total: int, pending: int) -> None:
+    """`total` rows of each kind, all sent but the newest `pending`."""
     await store.append_cdrs([build_cdr(n) for n in range(total)])
-    settled = await store.claim_cdrs(total - pending, lease_s=60)
-    await store.mark_sent(Kind.CDR, [row.id for row in settled])
-    await store.release_all(Kind.CDR)
+    await store.append_recordings([NewRecording(f"/spool/{n}.wav", 2048, 1.0, PAST) for n in range(total)])
+    settled_cdrs = await store.claim_cdrs(total - pending, lease_s=60)
+    await store.mark_sent(Kind.CDR, [row.id for row in settled_cdrs])
+    settled_recordings = await store.claim_recordings(total - pending, lease_s=60)
+    await store.mark_sent(Kind.RECORDING, [row.id for row in settled_recordings])
+    for kind in Kind:
+        await store.release_all(kind)
 
 
-async def _claim_statement(store: Store) -> str:
+async def _claim_statement(store: Store, kind: Kind) -> str:
     """The claim statement exactly as SQLite ran it (parameters bound)."""
     seen: list[str] = []
     await store._db.set_trace_callback(seen.append)
     try:
-        await store.claim_cdrs(10, lease_s=60)
+        await (store.claim_cdrs if kind is Kind.CDR else store.claim_recordings)(10, 60)
     finally:
         await store._db.set_trace_callback(None)  # type: ignore[arg-type]
-    return next(sql for sql in seen if sql.lstrip().upper().startswith("UPDATE CDR"))
+    return next(sql for sql in seen if sql.lstrip().upper().startswith(f"UPDATE {kind.value.upper()}"))
 
 
-async def test_the_claim_query_uses_the_partial_pending_index(store: Store) -> None:
+@pytest.mark.parametrize("kind", Kind)
+async def test_the_claim_query_uses_the_partial_pending_index(store: Store, kind: Kind) -> None:
     await _fill_mostly_sent(store, total=2000, pending=40)
-    statement = await _claim_statement(store)
+    statement = await _claim_statement(store, kind)
     with sqlite3.connect(store.path) as db:
         plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}"))
     db.close()
-    assert "ix_cdr_pending" in plan, plan
+    assert f"ix_{kind.value}_pending" in plan, plan
 
 
 async def test_the_claim_statement_is_captured(store: Store) -> None:
     # Guards the test above: it must look at the real claim statement, not at nothing.
     await _fill_mostly_sent(store, total=30, pending=5)
-    statement = await _claim_statement(store)
+    statement = await _claim_statement(store, Kind.CDR)
     assert "state = 'pending'" in statement
     assert "LIMIT 10" in statement
 
