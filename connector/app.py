@@ -84,10 +84,12 @@ class _Part:
         assert self.task is not None
         if self.request_stop is None:
             self.task.cancel()
-        else:
-            requested = self.request_stop()
-            if inspect.isawaitable(requested):
-                await requested
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            return
+        requested = self.request_stop()
+        if inspect.isawaitable(requested):
+            await requested
         remaining = max(0.1, deadline - asyncio.get_running_loop().time())
         try:
             await asyncio.wait_for(asyncio.shield(self.task), remaining)

@@ -16,6 +16,7 @@ from typing import Any
 from connector import __version__
 from connector.backfill.command import add_backfill_parser
 from connector.config import ConfigError, load_settings, load_store_settings
+from connector.demo import add_demo_parser
 from connector.errors import OutboxError, StartupError
 from connector.logs import configure_logging
 from connector.outbox.migrate import known_revisions, prepare_database
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=cmd_migrate)
 
     add_backfill_parser(commands)
+    add_demo_parser(commands)
     return parser
 
 

@@ -54,6 +54,9 @@ cdr = Table(
     Column("sent_at", Text),
     Column("updated_at", Text, nullable=False),
     CheckConstraint(f"state IN ({STATES_SQL})", name="ck_cdr_state"),
+    # Ids are never reused, even after `connector purge`: an id in a log line or a `resend --id`
+    # always means the same row.
+    sqlite_autoincrement=True,
 )
 # The claim query walks pending rows oldest first; a partial index keeps that cost independent of
 # how many sent rows the table holds.
@@ -83,6 +86,7 @@ recording = Table(
     Column("updated_at", Text, nullable=False),
     UniqueConstraint("path", "size", "mtime", name="uq_recording_file"),
     CheckConstraint(f"state IN ({STATES_SQL})", name="ck_recording_state"),
+    sqlite_autoincrement=True,
 )
 Index("ix_recording_pending", recording.c.id, sqlite_where=text("state = 'pending'"))
 Index("ix_recording_uniqueid", recording.c.uniqueid)

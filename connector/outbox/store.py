@@ -52,19 +52,20 @@ SELECT c.dedupe_key, c.fingerprint
   JOIN cdr AS c ON c.dedupe_key >= j.value || '#' AND c.dedupe_key < j.value || '$'
 """
 
-# When an AMI frame finds its key taken by a row read from Master.csv first, that row becomes the AMI
-# twin's: it learns the frame's fingerprint (so a later ForkCDR twin gets the next number), counts as
-# received over AMI rather than recovered, and, unless already sent, carries the frame's headers.
 INSERT_CDR_SQL = """
 INSERT INTO cdr (received_at, dedupe_key, identity, fingerprint, source, uniqueid, linkedid, raw,
                  state, attempts, next_attempt_at, updated_at)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?1, ?1)
-ON CONFLICT (dedupe_key) DO UPDATE SET
-       fingerprint = excluded.fingerprint,
-       source = excluded.source,
-       linkedid = coalesce(cdr.linkedid, excluded.linkedid),
-       raw = CASE WHEN cdr.state = 'pending' THEN excluded.raw ELSE cdr.raw END
- WHERE cdr.fingerprint IS NULL AND excluded.fingerprint IS NOT NULL
+ON CONFLICT (dedupe_key) DO NOTHING
+"""
+
+# An AMI frame whose CDR was read from Master.csv first adopts that row: the row learns the frame's
+# fingerprint (so a later ForkCDR twin gets the next number), counts as received over AMI rather
+# than recovered, and, unless already sent, carries the frame's headers.
+ADOPT_CDR_SQL = """
+UPDATE cdr SET fingerprint = ?4, source = ?5, linkedid = coalesce(linkedid, ?7),
+               raw = CASE WHEN state = 'pending' THEN ?8 ELSE raw END
+ WHERE dedupe_key = ?2 AND fingerprint IS NULL
 """
 
 APPEND_RECORDING_SQL = """
@@ -138,49 +139,56 @@ def recording_from_row(row: Sequence[Any]) -> RecordingRow:
     )
 
 
-def number_cdrs(rows: Sequence[NewCdr], known: Iterable[tuple[str, str | None]]) -> list[tuple[Any, ...]]:
+@dataclass(frozen=True)
+class NumberedCdrs:
+    """A batch after numbering: rows to insert, and AMI frames adopting a row read from a CSV."""
+
+    inserts: list[tuple[Any, ...]]
+    adoptions: list[tuple[Any, ...]]
+
+
+def number_cdrs(rows: Sequence[NewCdr], known: Iterable[tuple[str, str | None]]) -> NumberedCdrs:
     """Give each row its dedupe key; leave out rows whose CDR is already stored.
 
     `known` holds (dedupe_key, fingerprint) of the stored rows sharing an identity with the batch.
-    An AMI frame is the n-th distinct frame of its identity (n = frames seen so far + 1) and is
-    left out when its fingerprint is known; a CSV row brings its own occurrence number and is left
-    out when its key is known.
+    An AMI frame is the n-th distinct frame of its identity and is left out when its fingerprint is
+    known; a CSV row brings its own occurrence number and is left out when its key is known.
     """
-    keys: set[str] = set()
-    fingerprints: dict[str, set[str]] = {}
-    for key, fingerprint in known:
-        keys.add(key)
-        seen = fingerprints.setdefault(key.rpartition("#")[0], set())
+    owner: dict[str, str | None] = dict(known)  # key -> AMI fingerprint (None: from a CSV line)
+    frames: dict[str, set[str]] = {}
+    for key, fingerprint in owner.items():
         if fingerprint is not None:
-            seen.add(fingerprint)
-    params = []
+            frames.setdefault(key.rpartition("#")[0], set()).add(fingerprint)
+    numbered = NumberedCdrs([], [])
     for row in rows:
-        if row.occurrence is not None:
-            key = f"{row.identity}#{row.occurrence}"
-            if key in keys:
+        if row.occurrence is not None or row.fingerprint is None:
+            key = f"{row.identity}#{row.occurrence or 1}"
+            if key in owner:
                 continue
-            keys.add(key)
         else:
-            seen = fingerprints.setdefault(row.identity, set())
+            seen = frames.setdefault(row.identity, set())
             if row.fingerprint in seen:
                 continue
-            if row.fingerprint is not None:
-                seen.add(row.fingerprint)
-            key = f"{row.identity}#{len(seen)}"
+            seen.add(row.fingerprint)
+            number = len(seen)
+            # After a purge the n-th number may still belong to another frame: take the next free one.
+            while owner.get(f"{row.identity}#{number}") is not None:
+                number += 1
+            key = f"{row.identity}#{number}"
         raw = row.raw_json or _JSON.encode(row.headers)
-        params.append(
-            (
-                row.received_at,
-                key,
-                row.identity,
-                row.fingerprint,
-                row.source,
-                row.uniqueid,
-                row.linkedid,
-                raw,
-            )
+        params = (
+            row.received_at,
+            key,
+            row.identity,
+            row.fingerprint,
+            row.source,
+            row.uniqueid,
+            row.linkedid,
+            raw,
         )
-    return params
+        (numbered.adoptions if key in owner else numbered.inserts).append(params)
+        owner[key] = row.fingerprint
+    return numbered
 
 
 def _position_params(position: CsvPosition) -> dict[str, Any]:
@@ -290,11 +298,14 @@ class Store:
             pass  # the connection rolls back by itself when the transaction cannot continue
 
     async def _read(self, sql: str, params: Any = ()) -> list[Any]:
-        try:
-            cursor = await self._db.execute(sql, params)
-            return list(await cursor.fetchall())
-        except sqlite3.Error as error:
-            raise OutboxError(f"outbox read failed: {error}") from error
+        # The connection is shared: a read must not run between the steps of an open write
+        # transaction, or it would see rows that are not committed yet.
+        async with self._write_lock:
+            try:
+                cursor = await self._db.execute(sql, params)
+                return list(await cursor.fetchall())
+            except sqlite3.Error as error:
+                raise OutboxError(f"outbox read failed: {error}") from error
 
     async def append_cdrs(self, rows: Sequence[NewCdr], position: CsvPosition | None = None) -> int:
         """Store CDRs in one transaction (group commit); return how many were new.
@@ -306,22 +317,17 @@ class Store:
         identities = json.dumps(sorted({row.identity for row in rows}))
 
         async def work() -> int:
-            # Ids only grow, so the new rows are exactly those above the previous maximum.
-            before = await self._max_id("cdr")
             cursor = await self._db.execute(KNOWN_IDENTITIES_SQL, (identities,))
             known = [(str(key), fingerprint) for key, fingerprint in await cursor.fetchall()]
-            params = number_cdrs(rows, known)
-            await self._db.executemany(INSERT_CDR_SQL, params)
+            numbered = number_cdrs(rows, known)
+            await self._db.executemany(INSERT_CDR_SQL, numbered.inserts)
+            if numbered.adoptions:
+                await self._db.executemany(ADOPT_CDR_SQL, numbered.adoptions)
             if position is not None:
                 await self._db.execute(SAVE_POSITION_SQL, _position_params(position))
-            return await self._max_id("cdr") - before
+            return len(numbered.inserts)
 
         return await self._write(work)
-
-    async def _max_id(self, table: str) -> int:
-        cursor = await self._db.execute(f"SELECT coalesce(max(id), 0) FROM {table}")
-        row = await cursor.fetchone()
-        return int(row[0]) if row else 0
 
     async def append_recordings(self, rows: Sequence[NewRecording]) -> int:
         """Store detected recordings in one transaction; return how many were new."""

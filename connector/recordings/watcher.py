@@ -41,6 +41,7 @@ from connector.timeutil import utc_now
 if TYPE_CHECKING:
     from connector.config import Settings
 
+FIRST_RESCAN_S = 2.0
 log = logging.getLogger(__name__)
 
 RecordingSink = Callable[[Sequence[NewRecording]], Awaitable[int]]
@@ -123,7 +124,9 @@ class RecordingWatcher:
 
     async def _process_loop(self) -> None:
         next_roots = time.monotonic() + self._root_check_s
-        next_rescan = time.monotonic() + self._rescan_s
+        # The watch is armed a moment after the first scan: a file finished in between would wait
+        # for the periodic rescan, so rescan once shortly after start.
+        next_rescan = time.monotonic() + min(self._rescan_s, FIRST_RESCAN_S)
         while True:
             self._wake.clear()
             await self.run_once()

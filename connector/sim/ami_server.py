@@ -405,7 +405,6 @@ class FakeAmiServer:
         lines = [("Output", line) for line in output]
         return encode_frame([("Response", "Success"), *reply, _FOLLOWS, *lines])
 
-
     def _show_user(self, command: str) -> Sequence[str] | None:
         """Answer `manager show user NAME` from the users table, as Asterisk 22 prints it."""
         if not command.startswith("manager show user "):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import subprocess
@@ -23,6 +24,7 @@ from tests.e2e.harness import (
     count_rows,
     eventually,
 )
+from tests.paths import RECORDING_FIXTURES
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -159,3 +161,31 @@ def test_missing_configuration_is_one_line_per_variable(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert any(line.startswith("configuration error: API_KEY:") for line in lines)
     assert "Traceback" not in result.stderr and "sk_short" not in result.stderr
+
+
+async def test_recordings_are_uploaded_and_a_run_with_the_watcher_stops_cleanly(
+    tmp_path: Path, ami: FakeAmiServer, receiver: Receiver
+) -> None:
+    spool = tmp_path / "monitor"
+    spool.mkdir()
+    env = connector_env(
+        tmp_path,
+        ami,
+        receiver,
+        RECORDING_WATCHER_ENABLED="true",
+        RECORDING_WATCH_PATHS=str(spool),
+        RECORDING_STABILIZATION_TIME="0.3",
+        RECORDING_CDR_WAIT_SECONDS="0",
+    )
+    connector = await ConnectorProcess(env, tmp_path).start()
+    await ami.wait_for_logins(1)
+    await eventually(lambda: "for recordings" in connector.log, what="the watcher running")
+    recording = (RECORDING_FIXTURES / "lab-1795735443.50.wav").read_bytes()
+    (spool / "lab-1795735443.50.wav").write_bytes(recording)
+    await eventually(lambda: receiver.state.summary()["recordings"] == 1, what="recording uploaded")
+    assert await connector.stop() == 0
+    assert "Traceback" not in connector.log
+    (uploaded,) = receiver.state.snapshot()["recording_list"]
+    assert uploaded["uniqueid"] == "1795735443.50"
+    assert uploaded["received_size"] == len(recording)
+    assert uploaded["received_sha256"] == hashlib.sha256(recording).hexdigest()

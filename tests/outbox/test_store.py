@@ -163,3 +163,23 @@ async def test_a_write_failure_is_an_outbox_error(store: Store) -> None:
         await store.append_cdrs([build_cdr(1)])
     assert (await store.stats()).tables[Kind.CDR].counts[State.PENDING] == 0
     await store.append_recordings([])  # the connection is usable after the failed transaction
+
+
+async def test_a_fork_arriving_after_a_purge_is_not_mistaken_for_a_stored_one(store: Store) -> None:
+    first, second, third = (build_cdr(7, fingerprint=f"frame-{name}") for name in "ABC")
+    assert await store.append_cdrs([first, second]) == 2
+    (claimed,) = await store.claim_cdrs(1, 60)
+    await store.mark_sent(Kind.CDR, [claimed.id])
+    assert await store.purge(older_than_s=-60) == 1
+    assert await store.append_cdrs([third]) == 1  # a distinct ForkCDR twin: stored, not dropped
+    assert await store.append_cdrs([second, third]) == 0  # the same frames again: duplicates
+
+
+async def test_row_ids_are_never_reused_after_a_purge(store: Store) -> None:
+    await store.append_cdrs([build_cdr(n) for n in range(3)])
+    claimed = await store.claim_cdrs(3, 60)
+    await store.mark_sent(Kind.CDR, [row.id for row in claimed])
+    assert await store.purge(older_than_s=-60) == 3
+    await store.append_cdrs([build_cdr(10)])
+    (row,) = await store.claim_cdrs(1, 60)
+    assert row.id == 4

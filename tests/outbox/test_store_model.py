@@ -2,7 +2,7 @@
 
 Any sequence of append / claim / mark / reschedule / release / resend / purge keeps every row,
 allows only the legal transitions (pending → sent | filtered | failed, failed → pending), and
-`stats()` equals the model. The model mirrors the dedupe rules of APPEND_CDR_SQL: a repeated AMI
+`stats()` equals the model. The model mirrors the dedupe rules of Store.append_cdrs: a repeated AMI
 frame is ignored, the n-th distinct frame with one identity gets `#n`, a CSV line brings its own
 `#n`, and an AMI frame meeting a CSV row's key only lends it its fingerprint.
 """
@@ -61,22 +61,40 @@ class Model:
 
     def __init__(self) -> None:
         self.rows: dict[Kind, dict[int, ModelRow]] = {kind: {} for kind in Kind}
+        self.last_id: dict[Kind, int] = dict.fromkeys(Kind, 0)
+        self.unnumbered: dict[Kind, list[ModelRow]] = {kind: [] for kind in Kind}
+
+    def everything(self, kind: Kind) -> list[ModelRow]:
+        """Every row of a table, with those inserted but not numbered yet."""
+        return [*self.rows[kind].values(), *self.unnumbered[kind]]
 
     def _insert(self, kind: Kind, row: ModelRow) -> int:
-        table = self.rows[kind]
-        # Without AUTOINCREMENT, SQLite gives a new row max(rowid) + 1.
-        table[max(table, default=0) + 1] = row
+        self.unnumbered[kind].append(row)
         return 1
 
+    def number(self, kind: Kind, ids: list[int]) -> None:
+        """Give the rows just inserted the ids the database chose (AUTOINCREMENT may skip some)."""
+        assert len(ids) == len(self.unnumbered[kind])
+        assert ids == sorted(ids) and all(i > self.last_id[kind] for i in ids)  # never reused
+        self.rows[kind].update(zip(ids, self.unnumbered[kind], strict=True))
+        self.unnumbered[kind].clear()
+        self.last_id[kind] = max(ids, default=self.last_id[kind])
+
     def append_cdr(self, new: NewCdr) -> int:
-        """Mirror APPEND_CDR_SQL for one row; return 1 if it is new."""
-        table = self.rows[Kind.CDR]
-        same = [row for row in table.values() if row.identity == new.identity]
+        """Mirror Store.append_cdrs (number_cdrs) for one row; return 1 if it is new."""
+        table = self.everything(Kind.CDR)
+        same = [row for row in table if row.identity == new.identity]
         if new.fingerprint is not None and any(row.fingerprint == new.fingerprint for row in same):
             return 0  # the same AMI frame again
-        occurrence = new.occurrence or 1 + sum(row.fingerprint is not None for row in same)
+        if new.occurrence is not None or new.fingerprint is None:
+            occurrence = new.occurrence or 1
+        else:
+            occurrence = 1 + sum(row.fingerprint is not None for row in same)
+            # A number still held by another frame (its predecessors were purged) is skipped.
+            while any(row.key == f"{new.identity}#{occurrence}" and row.fingerprint for row in same):
+                occurrence += 1
         key = f"{new.identity}#{occurrence}"
-        existing = next((row for row in table.values() if row.key == key), None)
+        existing = next((row for row in table if row.key == key), None)
         if existing is None:
             return self._insert(Kind.CDR, ModelRow(key, new.identity, new.fingerprint, new.received_at))
         if existing.fingerprint is None and new.fingerprint is not None:
@@ -86,7 +104,7 @@ class Model:
     def append_recording(self, new: NewRecording) -> int:
         """Mirror INSERT OR IGNORE on (path, size, mtime)."""
         key = f"{new.path}|{new.size}|{new.mtime}"
-        if any(row.key == key for row in self.rows[Kind.RECORDING].values()):
+        if any(row.key == key for row in self.everything(Kind.RECORDING)):
             return 0
         return self._insert(Kind.RECORDING, ModelRow(key, None, None, new.detected_at))
 
@@ -169,12 +187,22 @@ class StoreMachine(RuleBasedStateMachine):
         ]
         expected = sum(self.model.append_cdr(row) for row in rows)
         assert self.runner.run(self.store.append_cdrs(rows)) == expected
+        self._number(Kind.CDR)
 
     @rule(specs=st.lists(recording_specs, min_size=1, max_size=4))
     def append_recordings(self, specs: list[tuple[int, int]]) -> None:
         rows = [NewRecording(f"/spool/r{path}.wav", size, 1.5, self._moment()) for path, size in specs]
         expected = sum(self.model.append_recording(row) for row in rows)
         assert self.runner.run(self.store.append_recordings(rows)) == expected
+        self._number(Kind.RECORDING)
+
+    def _number(self, kind: Kind) -> None:
+        newest = self.model.last_id[kind]
+        ids = [
+            row[0]
+            for row in self.reader.execute(f"SELECT id FROM {kind.value} WHERE id > ? ORDER BY id", (newest,))
+        ]
+        self.model.number(kind, ids)
 
     @rule(kind=kinds, limit=st.integers(1, 4), leased=st.booleans())
     def claim(self, kind: Kind, limit: int, leased: bool) -> None:
