@@ -122,6 +122,8 @@ def _since(value: str | None) -> str | None:
 
 
 def cmd_resend(args: argparse.Namespace) -> int:
+    if args.id and not args.kind:
+        raise UserError("--id: row ids are per table; add --kind cdr or --kind recording")
     settings = load_store_settings()
     kinds = [Kind(args.kind)] if args.kind else list(Kind)
     since = _since(args.since)

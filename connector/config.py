@@ -76,6 +76,7 @@ class StoreSettings(BaseSettings):
         case_sensitive=False,
         extra="ignore",
         validate_default=True,
+        allow_inf_nan=False,  # API_TIMEOUT=inf or nan would silently disable a limit
     )
 
     data_dir: Path = Path("/data")
@@ -92,6 +93,13 @@ class StoreSettings(BaseSettings):
     @classmethod
     def _uppercase(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_given(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; give the folder of the outbox, e.g. /data")
+        return value
 
     @property
     def outbox_path(self) -> Path:
@@ -287,6 +295,8 @@ def _describe(error: Any) -> str:
         return f"{variable}: {message}"
     if kind.startswith("bool"):
         return f"{variable}: not a boolean; use true/false, 1/0 or yes/no"
+    if kind == "finite_number":
+        return f"{variable}: must be a finite number"
     if kind.startswith(("int", "float")):
         return f"{variable}: {error['msg'].lower()}; use a plain number"
     if kind.startswith(("greater", "less")):

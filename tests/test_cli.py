@@ -142,7 +142,7 @@ def test_status_of_an_empty_outbox(clean_env: Path, data_dir: Path, monkeypatch:
         ((), {("cdr", 4), ("cdr", 5), ("recording", 3)}),
         (("--kind", "recording"), {("recording", 3)}),
         (("--kind", "cdr", "--id", "5", "6", "99"), {("cdr", 5)}),
-        (("--id", "3"), {("recording", 3)}),  # ids apply to each table; cdr 3 is filtered, not failed
+        (("--kind", "recording", "--id", "3"), {("recording", 3)}),
     ],
 )
 def test_resend_moves_failed_rows_back(
@@ -155,6 +155,13 @@ def test_resend_moves_failed_rows_back(
     after = states(filled)
     assert {key for key in after if after[key] != before[key]} == moved
     assert all(after[key] == "pending" for key in moved)
+
+
+def test_resend_by_id_needs_the_table(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = states(filled)
+    code, _, err = cli(capsys, "resend", "--id", "3")
+    assert code == 2 and "--kind" in err and len(err.strip().splitlines()) == 1
+    assert states(filled) == before
 
 
 def test_resend_since(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
