@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.Text),
         sa.Column("updated_at", sa.Text, nullable=False),
         sa.CheckConstraint(f"state IN ({STATES})", name="ck_cdr_state"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_cdr_pending", "cdr", ["id"], sqlite_where=sa.text("state = 'pending'"))
     op.create_index("ix_cdr_uniqueid", "cdr", ["uniqueid"])
@@ -64,6 +65,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.Text, nullable=False),
         sa.UniqueConstraint("path", "size", "mtime", name="uq_recording_file"),
         sa.CheckConstraint(f"state IN ({STATES})", name="ck_recording_state"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_recording_pending", "recording", ["id"], sqlite_where=sa.text("state = 'pending'"))
     op.create_index("ix_recording_uniqueid", "recording", ["uniqueid"])
