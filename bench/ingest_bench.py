@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from connector.outbox.migrate import prepare_database
+
 USER, SECRET = "bench", "bench-secret"
 TARGET_RATE = 20_000
 TARGET_RSS_MB = 80.0
@@ -72,6 +74,9 @@ async def flood(count: int, keep: bool, smoke: bool) -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     db = folder / "outbox.db"
+    # Migrated beforehand, as on every start but the first: the listener's memory is then that of
+    # a running connector, without the migration tooling it loads only to create the schema.
+    prepare_database(db)
     async with FakeAmiServer({USER: AmiUser(SECRET)}) as server:
         child = await asyncio.create_subprocess_exec(
             sys.executable,

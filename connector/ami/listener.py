@@ -137,6 +137,7 @@ class CdrWriter:
         self._pause_timer: asyncio.TimerHandle | None = None
         self._may_pause = True
         self.received = self.stored = self.duplicates = self.dropped = 0
+        self._received_counted = 0
 
     @property
     def outbox_writable(self) -> bool:
@@ -150,8 +151,9 @@ class CdrWriter:
 
     def on_cdr(self, headers: Headers) -> None:
         """Take one Cdr event from the reader: buffer its row and wake the writer (never blocks)."""
+        # The metric is brought up to date by the writer (_sync_received): a Prometheus increment
+        # per frame costs as much as parsing it.
         self.received += 1
-        CDRS_RECEIVED.inc()
         if len(self._buffer) >= self.max_buffer_rows:
             self._drop(headers, "the outbox is not writable and the memory buffer is full")
             return
@@ -217,6 +219,7 @@ class CdrWriter:
             if count == 0:
                 return 0
             INGEST_BUFFER_ROWS.set(len(self._buffer))
+            self._sync_received()
             rows = list(itertools.islice(self._buffer, count))
             try:
                 new = await self._store.append_cdrs(rows)
@@ -230,6 +233,10 @@ class CdrWriter:
         async with self._progress:
             self._progress.notify_all()
         return count
+
+    def _sync_received(self) -> None:
+        CDRS_RECEIVED.inc(self.received - self._received_counted)
+        self._received_counted = self.received
 
     async def wait_for_rows(self, count: int) -> None:
         """Wait until `count` rows in total were committed (stored or found duplicate)."""

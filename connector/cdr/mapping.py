@@ -130,9 +130,14 @@ def raw_object(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return raw
 
 
-def map_cdr(headers: Headers, cdr_event_id: str, options: MappingOptions) -> dict[str, Any]:
-    """Build the API's CDR object; keys whose value is unknown are omitted, never null."""
-    fields = first_wins(headers)
+def map_cdr(
+    headers: Headers, cdr_event_id: str, options: MappingOptions, fields: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Build the API's CDR object; keys whose value is unknown are omitted, never null.
+
+    `fields` (first_wins of the headers) may be passed when the caller has it already.
+    """
+    fields = first_wins(headers) if fields is None else fields
     cdr: dict[str, Any] = {"event_id": cdr_event_id}
     for key, header in _STRING_FIELDS:
         if header in fields:
@@ -156,6 +161,8 @@ def map_cdr(headers: Headers, cdr_event_id: str, options: MappingOptions) -> dic
     return cdr
 
 
-def cdr_payload(row: CdrRow, options: MappingOptions) -> dict[str, Any]:
+def cdr_payload(
+    row: CdrRow, options: MappingOptions, fields: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Map a stored row, with the event_id derived from its dedupe key."""
-    return map_cdr(row.headers, event_id(row.dedupe_key), options)
+    return map_cdr(row.headers, event_id(row.dedupe_key), options, fields)

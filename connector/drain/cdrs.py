@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from connector import metrics
 from connector.cdr.filters import FilterRules, filter_reason
+from connector.cdr.identity import first_wins
 from connector.cdr.mapping import MappingOptions, cdr_payload
 from connector.config import CdrMode, Settings
 from connector.drain.backoff import backoff_delay
@@ -88,6 +89,7 @@ class CdrDrainer:
         self._new_rows = new_rows
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(pace.max_concurrent)
+        self._backlog = False
         self.gate = DeliveryGate(
             "cdr drainer", self._stopping, base_s=pace.retry_base_s, cap_s=pace.retry_cap_s
         )
@@ -137,12 +139,21 @@ class CdrDrainer:
     async def _next_batch(self) -> list[CdrRow]:
         """Wait until a batch is worth sending, then claim it ([] when stopping)."""
         size = 1 if self._pace.direct else self._pace.batch_size
+        if self._backlog:
+            # The last claim was full: more is due, so claim straight away (a short batch at the
+            # end of the backlog goes early, which the force timeout allows).
+            batch = await self._store.claim_cdrs(size, self._pace.lease_s)
+            self._backlog = len(batch) == size
+            if batch:
+                return batch
         while not self._stopping.is_set():
             self._new_rows.clear()
             due, oldest = await self._store.due_summary(Kind.CDR, size)
             waited = age_seconds(oldest)
             if due >= size or (due and waited >= self._pace.force_timeout_s):
-                return await self._store.claim_cdrs(size, self._pace.lease_s)
+                batch = await self._store.claim_cdrs(size, self._pace.lease_s)
+                self._backlog = len(batch) == size
+                return batch
             timeout = self._pace.force_timeout_s - waited if due else self._pace.idle_poll_s
             await self._wait_for_rows(timeout)
         return []
@@ -168,11 +179,12 @@ class CdrDrainer:
         items: list[Item] = []
         filtered: dict[int, str] = {}
         for row in batch:
-            reason = filter_reason(row.headers, self._rules)
+            fields = first_wins(row.headers)
+            reason = filter_reason(fields, self._rules)
             if reason:
                 filtered[row.id] = reason
             else:
-                items.append((row.id, cdr_payload(row, self._options)))
+                items.append((row.id, cdr_payload(row, self._options, fields)))
         if filtered:
             await asyncio.shield(self._store.mark_filtered(Kind.CDR, filtered))
             for reason in filtered.values():

@@ -63,7 +63,8 @@ cdr = Table(
 Index("ix_cdr_pending", cdr.c.id, sqlite_where=text("state = 'pending'"))
 Index("ix_cdr_uniqueid", cdr.c.uniqueid)
 Index("ix_cdr_linkedid", cdr.c.linkedid)
-Index("ix_cdr_state", cdr.c.state)
+# Failed rows are few: a partial index serves `failed` and resend without costing every insert.
+Index("ix_cdr_failed", cdr.c.updated_at, sqlite_where=text("state = 'failed'"))
 
 recording = Table(
     RECORDING_TABLE,
@@ -90,7 +91,7 @@ recording = Table(
 )
 Index("ix_recording_pending", recording.c.id, sqlite_where=text("state = 'pending'"))
 Index("ix_recording_uniqueid", recording.c.uniqueid)
-Index("ix_recording_state", recording.c.state)
+Index("ix_recording_failed", recording.c.updated_at, sqlite_where=text("state = 'failed'"))
 
 # Where the Master.csv follower has read up to; written in the same transaction as the rows read,
 # so a crash can neither skip nor double-read a line.

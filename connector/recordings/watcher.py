@@ -176,12 +176,13 @@ class RecordingWatcher:
             return
         self._started = True
         await self.check_roots()
+        sightings = await self._walk(list(self._present))
+        # Logged once the files already there are taken stock of: from here on, a new file is new.
         log.info(
             "watching %s for recordings (%s)",
             ", ".join(map(str, self.roots)) or "nothing",
             "existing files included" if self._process_existing else "new files only",
         )
-        sightings = await self._walk(list(self._present))
         if self._process_existing:
             self._note_all(sightings)
             return

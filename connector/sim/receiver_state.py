@@ -100,6 +100,7 @@ class ReceiverState:
     faults: list[Fault] = field(default_factory=list)
     poisons: list[tuple[Poison, str]] = field(default_factory=list)
     cdrs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    arrivals: dict[str, float] = field(default_factory=dict)  # event_id -> first arrival (epoch s)
     counts: Counter[str] = field(default_factory=Counter)
     recordings: dict[str, dict[str, Any]] = field(default_factory=dict)
     recording_counts: Counter[str] = field(default_factory=Counter)
@@ -151,6 +152,7 @@ class ReceiverState:
                 self.counts[event] += 1
                 if event not in self.cdrs:
                     self.cdrs[event] = cdr
+                    self.arrivals[event] = time.time()
                     new += 1
             return BatchOutcome(200, {"accepted": new, "duplicates": len(cdrs) - new})
 
@@ -184,6 +186,7 @@ class ReceiverState:
         with self.lock:
             result["cdr_list"] = list(self.cdrs.values())
             result["counts"] = dict(self.counts)
+            result["arrivals"] = dict(self.arrivals)
             result["recording_list"] = list(self.recordings.values())
         return result
 
@@ -196,6 +199,7 @@ class ReceiverState:
             self.faults.clear()
             self.poisons.clear()
             self.cdrs.clear()
+            self.arrivals.clear()
             self.counts.clear()
             self.recordings.clear()
             self.recording_counts.clear()
