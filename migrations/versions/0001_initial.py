@@ -43,7 +43,7 @@ def upgrade() -> None:
     op.create_index("ix_cdr_pending", "cdr", ["id"], sqlite_where=sa.text("state = 'pending'"))
     op.create_index("ix_cdr_uniqueid", "cdr", ["uniqueid"])
     op.create_index("ix_cdr_linkedid", "cdr", ["linkedid"])
-    op.create_index("ix_cdr_state", "cdr", ["state"])
+    op.create_index("ix_cdr_failed", "cdr", ["updated_at"], sqlite_where=sa.text("state = 'failed'"))
 
     op.create_table(
         "recording",
@@ -69,7 +69,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_recording_pending", "recording", ["id"], sqlite_where=sa.text("state = 'pending'"))
     op.create_index("ix_recording_uniqueid", "recording", ["uniqueid"])
-    op.create_index("ix_recording_state", "recording", ["state"])
+    op.create_index(
+        "ix_recording_failed", "recording", ["updated_at"], sqlite_where=sa.text("state = 'failed'")
+    )
 
     # Views for humans with plain sqlite3: what is waiting, and what failed and why.
     op.execute(
