@@ -52,20 +52,18 @@ class DrainSettings:
     force_timeout_s: float = 5.0
     idle_poll_s: float = 30.0
     max_concurrent: int = 10
-    lease_s: float = 120.0
     retry_base_s: float = 1.0  # backoff after a failed send: 1 s, doubling, full jitter …
     retry_cap_s: float = 300.0  # … up to 5 minutes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DrainSettings:
-        """Take CDR_MODE, CDR_BATCH_* and CDR_MAX_CONCURRENT; a claim outlives one API timeout."""
+        """Take CDR_MODE, CDR_BATCH_* and CDR_MAX_CONCURRENT."""
         return cls(
             direct=settings.cdr_mode is CdrMode.DIRECT,
             batch_size=settings.cdr_batch_size,
             force_timeout_s=settings.cdr_batch_force_timeout,
             idle_poll_s=settings.cdr_batch_timeout,
             max_concurrent=settings.cdr_max_concurrent,
-            lease_s=settings.api_timeout * 2 + 30,
         )
 
 
@@ -90,17 +88,21 @@ class CdrDrainer:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(pace.max_concurrent)
         self._backlog = False
+        # Rows taken for delivery and not settled yet. Only one `connector run` may own the outbox
+        # (DATA_DIR lock), so this set is the whole truth: claiming needs no write, and a crash
+        # leaves nothing behind but pending rows, delivered again at the next start.
+        self._in_flight: set[int] = set()
         self.gate = DeliveryGate(
             "cdr drainer", self._stopping, base_s=pace.retry_base_s, cap_s=pace.retry_cap_s
         )
 
     def stop(self) -> None:
-        """Stop claiming; requests in flight finish (the caller bounds them with a deadline)."""
+        """Stop taking rows; requests in flight finish (the caller bounds them with a deadline)."""
         self._stopping.set()
         self._new_rows.set()
 
     async def run(self) -> None:
-        """Claim and deliver until stop() is called."""
+        """Take due rows and deliver them until stop() is called."""
         outbox_failures = 0
         async with asyncio.TaskGroup() as sends:
             while not self._stopping.is_set():
@@ -129,31 +131,35 @@ class CdrDrainer:
             pass
 
     async def run_once(self) -> int:
-        """Deliver one claim of whatever is due now, without pacing; return rows handled."""
+        """Deliver one batch of whatever is due now, without pacing; return rows handled."""
         size = 1 if self._pace.direct else self._pace.batch_size
-        batch = await self._store.claim_cdrs(size, self._pace.lease_s)
+        batch = await self._take(size)
         if batch:
-            await self.deliver(batch)
+            await self._deliver_taken(batch)
         return len(batch)
 
+    async def _take(self, size: int) -> list[CdrRow]:
+        """The oldest due rows not already in flight, now in flight."""
+        batch = await self._store.due_cdrs(size, self._in_flight)
+        self._in_flight.update(row.id for row in batch)
+        self._backlog = len(batch) == size
+        return batch
+
     async def _next_batch(self) -> list[CdrRow]:
-        """Wait until a batch is worth sending, then claim it ([] when stopping)."""
+        """Wait until a batch is worth sending, then take it ([] when stopping)."""
         size = 1 if self._pace.direct else self._pace.batch_size
         if self._backlog:
-            # The last claim was full: more is due, so claim straight away (a short batch at the
-            # end of the backlog goes early, which the force timeout allows).
-            batch = await self._store.claim_cdrs(size, self._pace.lease_s)
-            self._backlog = len(batch) == size
+            # The last batch was full: more is due, so take it straight away (a short batch at
+            # the end of the backlog goes early, which the force timeout allows).
+            batch = await self._take(size)
             if batch:
                 return batch
         while not self._stopping.is_set():
             self._new_rows.clear()
-            due, oldest = await self._store.due_summary(Kind.CDR, size)
+            due, oldest = await self._store.due_summary(Kind.CDR, size, self._in_flight)
             waited = age_seconds(oldest)
             if due >= size or (due and waited >= self._pace.force_timeout_s):
-                batch = await self._store.claim_cdrs(size, self._pace.lease_s)
-                self._backlog = len(batch) == size
-                return batch
+                return await self._take(size)
             timeout = self._pace.force_timeout_s - waited if due else self._pace.idle_poll_s
             await self._wait_for_rows(timeout)
         return []
@@ -166,15 +172,21 @@ class CdrDrainer:
 
     async def _deliver_in_slot(self, batch: list[CdrRow]) -> None:
         try:
-            await self.deliver(batch)
-        except OutboxError as error:
-            # The rows stay pending under their claim and are retried once it expires.
-            log.error("cdr drainer: cannot record the outcome of %d CDRs: %s", len(batch), error)
+            await self._deliver_taken(batch)
         finally:
             self._slots.release()
 
+    async def _deliver_taken(self, batch: list[CdrRow]) -> None:
+        try:
+            await self.deliver(batch)
+        except OutboxError as error:
+            # The rows stay pending and are taken again; the API dedupes by event_id.
+            log.error("cdr drainer: cannot record the outcome of %d CDRs: %s", len(batch), error)
+        finally:
+            self._in_flight.difference_update(row.id for row in batch)
+
     async def deliver(self, batch: Sequence[CdrRow]) -> None:
-        """Filter, map and send claimed rows, then settle every one of them."""
+        """Filter, map and send rows taken for delivery, then settle every one of them."""
         metrics.CDRS_PROCESSED.inc(len(batch))
         items: list[Item] = []
         filtered: dict[int, str] = {}
@@ -189,12 +201,8 @@ class CdrDrainer:
             await asyncio.shield(self._store.mark_filtered(Kind.CDR, filtered))
             for reason in filtered.values():
                 metrics.CDR_FILTERED.labels(reason=reason).inc()
-        try:
-            await self._send(items)
-        except asyncio.CancelledError:
-            # Shutdown deadline: make the rows due again at once for the next start.
-            await asyncio.shield(self._store.release(Kind.CDR, [row.id for row in batch]))
-            raise
+        # Cancelled at the shutdown deadline, the rows simply stay pending for the next start.
+        await self._send(items)
 
     async def _send(self, items: Sequence[Item]) -> bool:
         """Post items and settle them; return False when sending must pause."""
@@ -208,8 +216,7 @@ class CdrDrainer:
             await asyncio.shield(self._store.reschedule(Kind.CDR, ids, delay, error.detail))
             return False
         except AuthRefused as error:
-            self.gate.auth_refused(error.detail, error.status)
-            await asyncio.shield(self._store.release(Kind.CDR, ids))
+            self.gate.auth_refused(error.detail, error.status)  # the rows stay exactly as they are
             return False
         except Rejected as error:
             return await self._isolate_rejected(items, error)
@@ -228,10 +235,5 @@ class CdrDrainer:
             log.error("cdr #%d rejected by the API (%s); `connector resend` retries it", row_id, detail)
             return True
         half = len(items) // 2
-        for part_index, part in enumerate((items[:half], items[half:])):
-            if not await self._send(part):
-                if part_index == 0:
-                    rest = [row_id for row_id, _ in items[half:]]
-                    await asyncio.shield(self._store.release(Kind.CDR, rest))
-                return False
-        return True
+        # When the first half must pause, the second stays pending, untouched, for later.
+        return await self._send(items[:half]) and await self._send(items[half:])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -342,8 +342,7 @@ class Store:
         # transaction, or it would see rows that are not committed yet.
         async with self._write_lock:
             try:
-                cursor = await self._db.execute(sql, params)
-                return list(await cursor.fetchall())
+                return list(await self._db.execute_fetchall(sql, params))
             except sqlite3.Error as error:
                 raise OutboxError(f"outbox read failed: {error}") from error
 
@@ -502,15 +501,32 @@ class Store:
         (changed,) = await self._transaction([(sql, {"now": utc_now()})])
         return changed
 
-    async def due_summary(self, kind: Kind, limit: int) -> tuple[int, str | None]:
+    async def due_summary(
+        self, kind: Kind, limit: int, exclude: Collection[int] = ()
+    ) -> tuple[int, str | None]:
         """How many pending rows are due (counting at most `limit`), and when the oldest arrived."""
         rows = await self._read(
             f"SELECT count(*), min({TIME_COLUMN[kind]}) FROM (SELECT {TIME_COLUMN[kind]} FROM {kind.value}"
-            f" {PENDING_INDEX[kind]} WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?)",
-            (utc_now(), limit),
+            f" {PENDING_INDEX[kind]} WHERE state = 'pending' AND next_attempt_at <= ?"
+            " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?)",
+            (utc_now(), _ids_json(list(exclude)), limit),
         )
         count, oldest = rows[0]
         return int(count), oldest
+
+    async def due_cdrs(self, limit: int, exclude: Collection[int] = ()) -> list[CdrRow]:
+        """Due pending CDRs, oldest first, leaving out `exclude` (the caller's rows in flight).
+
+        Unlike claim_cdrs this writes nothing: the one `connector run` that may own the outbox
+        keeps its rows in flight in memory, and a crash leaves nothing to expire.
+        """
+        rows = await self._read(
+            f"SELECT {CDR_COLUMNS} FROM cdr {PENDING_INDEX[Kind.CDR]}"
+            " WHERE state = 'pending' AND next_attempt_at <= ?"
+            " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
+            (utc_now(), _ids_json(list(exclude)), limit),
+        )
+        return [cdr_from_row(row) for row in rows]
 
     async def resend(
         self,
