@@ -21,7 +21,8 @@ from connector.errors import OutboxError, StartupError
 from connector.logs import configure_logging
 from connector.outbox.migrate import known_revisions, prepare_database
 from connector.outbox.records import Kind, State
-from connector.outbox.store import OutboxStats, Store
+from connector.outbox.rows import OutboxStats
+from connector.outbox.store import Store
 from connector.timeutil import age_seconds, parse_iso, to_iso
 
 EXIT_USAGE = 2

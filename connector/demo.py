@@ -36,7 +36,8 @@ from connector.errors import StartupError
 from connector.logs import configure_logging
 from connector.outbox.lock import DataDirLock
 from connector.outbox.records import CdrRow, Kind, State
-from connector.outbox.store import OutboxStats, Store
+from connector.outbox.rows import OutboxStats
+from connector.outbox.store import Store
 from connector.sim.ami_server import AmiUser, FakeAmiServer
 from connector.sim.pbx import PbxSimulator, PbxTally
 from connector.sim.receiver import Receiver

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from connector import metrics
 from connector.outbox.records import Kind, State
-from connector.outbox.store import OutboxStats, Store
+from connector.outbox.rows import OutboxStats
+from connector.outbox.store import Store
 from connector.timeutil import age_seconds
 
 log = logging.getLogger("connector.stats")

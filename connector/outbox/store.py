@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,15 +18,24 @@ import aiosqlite
 
 from connector.errors import OutboxError
 from connector.outbox.migrate import prepare_database
+from connector.outbox.numbering import number_cdrs
 from connector.outbox.records import (
     CdrRow,
     CsvPosition,
-    Headers,
     Kind,
     NewCdr,
     NewRecording,
     RecordingRow,
     State,
+)
+from connector.outbox.rows import (
+    CDR_COLUMNS,
+    RECORDING_COLUMNS,
+    FailedRow,
+    OutboxStats,
+    TableStats,
+    cdr_from_row,
+    recording_from_row,
 )
 from connector.timeutil import utc_in, utc_now
 
@@ -82,113 +90,11 @@ ON CONFLICT (path) DO UPDATE SET inode = excluded.inode, offset = excluded.offse
                                  line = excluded.line, updated_at = excluded.updated_at
 """
 
-CDR_COLUMNS = (
-    "id, received_at, dedupe_key, source, uniqueid, linkedid, raw, state, attempts,"
-    " next_attempt_at, last_error, filter_reason, sent_at"
-)
-RECORDING_COLUMNS = (
-    "id, path, size, mtime, sha256, detected_at, uniqueid, linkedid, state, attempts,"
-    " next_attempt_at, last_error, sent_at, deleted_at"
-)
 TIME_COLUMN = {Kind.CDR: "received_at", Kind.RECORDING: "detected_at"}
 # The partial index holds pending rows only, so it stays small and cached however many sent rows
 # pile up; naming it keeps the planner from ever scanning the table instead.
 PENDING_INDEX = {Kind.CDR: "INDEXED BY ix_cdr_pending", Kind.RECORDING: "INDEXED BY ix_recording_pending"}
 T = TypeVar("T")
-# The raw column holds the headers as a JSON array of [name, value] pairs, exactly as received.
-_JSON = json.JSONEncoder(ensure_ascii=False)
-
-
-def cdr_from_row(row: Sequence[Any]) -> CdrRow:
-    """Build a CdrRow from a row selected with CDR_COLUMNS."""
-    headers: Headers = tuple(map(tuple, json.loads(row[6])))
-    return CdrRow(
-        id=row[0],
-        received_at=row[1],
-        dedupe_key=row[2],
-        source=row[3],
-        uniqueid=row[4],
-        linkedid=row[5],
-        headers=headers,
-        state=State(row[7]),
-        attempts=row[8],
-        next_attempt_at=row[9],
-        last_error=row[10],
-        filter_reason=row[11],
-        sent_at=row[12],
-    )
-
-
-def recording_from_row(row: Sequence[Any]) -> RecordingRow:
-    """Build a RecordingRow from a row selected with RECORDING_COLUMNS."""
-    return RecordingRow(
-        id=row[0],
-        path=row[1],
-        size=row[2],
-        mtime=row[3],
-        sha256=row[4],
-        detected_at=row[5],
-        uniqueid=row[6],
-        linkedid=row[7],
-        state=State(row[8]),
-        attempts=row[9],
-        next_attempt_at=row[10],
-        last_error=row[11],
-        sent_at=row[12],
-        deleted_at=row[13],
-    )
-
-
-@dataclass(frozen=True)
-class NumberedCdrs:
-    """A batch after numbering: rows to insert, and AMI frames adopting a row read from a CSV."""
-
-    inserts: list[tuple[Any, ...]]
-    adoptions: list[tuple[Any, ...]]
-
-
-def number_cdrs(rows: Sequence[NewCdr], known: Iterable[tuple[str, str | None]]) -> NumberedCdrs:
-    """Give each row its dedupe key; leave out rows whose CDR is already stored.
-
-    `known` holds (dedupe_key, fingerprint) of the stored rows sharing an identity with the batch.
-    An AMI frame is the n-th distinct frame of its identity and is left out when its fingerprint is
-    known; a CSV row brings its own occurrence number and is left out when its key is known.
-    """
-    owner: dict[str, str | None] = dict(known)  # key -> AMI fingerprint (None: from a CSV line)
-    frames: dict[str, set[str]] = {}
-    for key, fingerprint in owner.items():
-        if fingerprint is not None:
-            frames.setdefault(key.rpartition("#")[0], set()).add(fingerprint)
-    numbered = NumberedCdrs([], [])
-    for row in rows:
-        if row.occurrence is not None or row.fingerprint is None:
-            key = f"{row.identity}#{row.occurrence or 1}"
-            if key in owner:
-                continue
-        else:
-            seen = frames.setdefault(row.identity, set())
-            if row.fingerprint in seen:
-                continue
-            seen.add(row.fingerprint)
-            number = len(seen)
-            # After a purge the n-th number may still belong to another frame: take the next free one.
-            while owner.get(f"{row.identity}#{number}") is not None:
-                number += 1
-            key = f"{row.identity}#{number}"
-        raw = row.raw_json or _JSON.encode(row.headers)
-        params = (
-            row.received_at,
-            key,
-            row.identity,
-            row.fingerprint,
-            row.source,
-            row.uniqueid,
-            row.linkedid,
-            raw,
-        )
-        (numbered.adoptions if key in owner else numbered.inserts).append(params)
-        owner[key] = row.fingerprint
-    return numbered
 
 
 def _position_params(position: CsvPosition) -> dict[str, Any]:
@@ -199,33 +105,6 @@ def _position_params(position: CsvPosition) -> dict[str, Any]:
         "line": position.line,
         "now": utc_now(),
     }
-
-
-@dataclass(frozen=True)
-class TableStats:
-    """Counts per state and the oldest pending row of one table."""
-
-    counts: Mapping[State, int]
-    oldest_pending_at: str | None
-
-
-@dataclass(frozen=True)
-class FailedRow:
-    """One failed row, for `connector status`."""
-
-    kind: Kind
-    id: int
-    attempts: int
-    last_error: str | None
-    failed_at: str
-
-
-@dataclass(frozen=True)
-class OutboxStats:
-    """What `connector status` and the metrics show."""
-
-    tables: Mapping[Kind, TableStats]
-    recent_failures: Sequence[FailedRow] = field(default_factory=tuple)
 
 
 def _ids_json(ids: Sequence[int]) -> str:
