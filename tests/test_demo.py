@@ -11,7 +11,15 @@ import wave
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from connector.demo import CdrAudit, Counts, DemoOptions, RecordingAudit, Summary, problems, render_summary
+from connector.demo_report import (
+    CdrAudit,
+    Counts,
+    DemoOptions,
+    RecordingAudit,
+    Summary,
+    problems,
+    render_summary,
+)
 from connector.outbox.records import State
 from connector.sim.ami_server import FRAME_END, AmiUser, FakeAmiServer, encode_frame
 from connector.sim.pbx import PbxSimulator, PbxTally
