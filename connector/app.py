@@ -64,6 +64,8 @@ async def _periodic(every_s: float, work: Callable[[], Awaitable[object]], what:
             await work()
         except OutboxError as error:
             log.warning("%s failed: %s", what, error)
+        except Exception:
+            log.exception("%s failed", what)
         await asyncio.sleep(every_s)
 
 
@@ -197,18 +199,9 @@ class Connector:
         parts = self._parts()
         for part in parts:
             part.start()
-        exit_code = 0
+        exit_code = 1
         try:
-            stopping = asyncio.create_task(stop.wait())
-            running = {part.task for part in parts if part.task is not None}
-            done, _ = await asyncio.wait({stopping, *running}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            for task in done - {stopping}:
-                exit_code = 1
-                error = None if task.cancelled() else task.exception()
-                log.error(
-                    "%s stopped unexpectedly: %r; shutting down", task.get_name(), error, exc_info=error
-                )
+            exit_code = await _until_stopped(stop, parts)
         finally:
             log.info("stopping: no more AMI reads; flushing and finishing deliveries")
             deadline = asyncio.get_running_loop().time() + SHUTDOWN_DEADLINE_S
@@ -246,10 +239,15 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
 async def run_connector(settings: Settings) -> int:
     """Run the connector until SIGTERM/SIGINT; return the exit code."""
-    store = await Store.open(settings.outbox_path)
+    # The lock first: a second `connector run` must not even migrate the outbox of the first.
     lock = DataDirLock(settings.data_dir)
+    lock.acquire()
     try:
-        lock.acquire()
+        store = await Store.open(settings.outbox_path)
+    except BaseException:
+        lock.release()
+        raise
+    try:
         log.info("connector %s starting with %s", __version__, settings.redacted())
         stop = asyncio.Event()
         _install_signal_handlers(stop)

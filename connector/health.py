@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from connector.metrics import REGISTRY
+from connector.errors import OutboxError
+from connector.metrics import OUTBOX_WRITABLE, REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,12 @@ def _check(answer: tuple[bool, str]) -> bytes:
 async def _route(path: str, probe: Probe) -> bytes:
     if path == "/metrics":
         if probe.before_scrape is not None:
-            await probe.before_scrape()
+            try:
+                await probe.before_scrape()
+            except OutboxError as error:
+                # Serve the last values (outbox_writable says what is wrong) rather than nothing.
+                OUTBOX_WRITABLE.set(0)
+                log.warning("cannot refresh outbox statistics for /metrics: %s", error)
         return _response(200, "OK", generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
     if path == "/healthz":
         return _check(probe.healthy())

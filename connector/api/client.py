@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -70,12 +71,16 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, seconds)
 
 
+API_KEY_IN_TEXT = re.compile(r"sk_[A-Za-z0-9]{32}")
+
+
 def _detail(response: httpx.Response) -> str:
     text = response.text.strip()
     reason = response.reason_phrase or ""
     detail = f"HTTP {response.status_code} {reason}".rstrip()
     if text:
-        detail = f"{detail}: {text}"
+        # A proxy that echoes the request would echo the key: never keep it in logs or last_error.
+        detail = f"{detail}: {API_KEY_IN_TEXT.sub('sk_***', text)}"
     return detail if len(detail) <= DETAIL_MAX_CHARS else detail[: DETAIL_MAX_CHARS - 1] + "…"
 
 

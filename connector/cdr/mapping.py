@@ -73,7 +73,8 @@ def parse_int(value: str | None) -> int | None:
     if value is None:
         return None
     match = _DIGITS.fullmatch(value)
-    return int(match[1]) if match else None
+    # Beyond 18 digits no value is a real duration (and Python refuses int() past 4,300 digits).
+    return int(match[1]) if match and len(match[1]) <= 18 else None
 
 
 def caller_name(clid: str) -> str | None:

@@ -15,6 +15,7 @@ No database transaction is open while a request is in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -182,6 +183,14 @@ class CdrDrainer:
         except OutboxError as error:
             # The rows stay pending and are taken again; the API dedupes by event_id.
             log.error("cdr drainer: cannot record the outcome of %d CDRs: %s", len(batch), error)
+        except Exception as error:
+            # A bug in mapping or filtering must not stop delivery for good: the batch fails,
+            # visibly, and `connector resend` retries it once the connector is fixed.
+            log.exception("cdr drainer: cannot deliver %d CDRs", len(batch))
+            detail = f"internal error: {type(error).__name__}: {error}"[:500]
+            failed = dict.fromkeys((row.id for row in batch), detail)
+            with contextlib.suppress(OutboxError):  # then the rows simply stay pending
+                await asyncio.shield(self._store.mark_failed(Kind.CDR, failed))
         finally:
             self._in_flight.difference_update(row.id for row in batch)
 

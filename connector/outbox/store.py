@@ -1,8 +1,9 @@
 """The outbox store: the only module that issues SQL against the outbox at run time.
 
-One aiosqlite connection per store (aiosqlite runs it on its own thread). Every state change is one
-statement in one `BEGIN IMMEDIATE` transaction, and every state change is guarded by the row's
-current state, so only the transitions of `State` can ever happen.
+One aiosqlite connection per store (aiosqlite runs it on its own thread), plus one for statistics.
+Every state change is one statement, atomic on its own (autocommit), guarded by the row's current
+state, so only the transitions of `State` can ever happen; appends are one `BEGIN IMMEDIATE`
+transaction per batch.
 """
 
 from __future__ import annotations

@@ -238,3 +238,10 @@ def test_any_headers_map_and_filter_without_raising(fields: dict[str, str], zone
     for rules in (FilterRules(), every_rule, FilterRules(enabled=False)):
         assert filter_reason(headers, rules) in (None, *REASONS)
         assert filter_reason(fields, rules) == filter_reason(headers, rules)
+
+
+def test_an_absurdly_long_duration_is_unknown_not_an_error() -> None:
+    from connector.cdr.mapping import parse_int
+
+    assert parse_int("9" * 5000) is None
+    assert parse_int("123456789012345678") == 123456789012345678
