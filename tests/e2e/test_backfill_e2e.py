@@ -5,18 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from connector.sim.ami_server import AmiUser, FakeAmiServer, synthetic_cdr
+from connector.sim.ami_server import FakeAmiServer, synthetic_cdr
 from connector.sim.receiver import Receiver
 from tests.backfill.helpers import CSV_LAYOUT, append, write
 from tests.e2e.harness import (
-    AMI_SECRET,
-    AMI_USER,
-    API_KEY,
     ConnectorProcess,
     connector_env,
     count_rows,
@@ -24,18 +20,6 @@ from tests.e2e.harness import (
 )
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def ami() -> AsyncIterator[FakeAmiServer]:
-    async with FakeAmiServer({AMI_USER: AmiUser(AMI_SECRET)}) as server:
-        yield server
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(api_key=API_KEY) as running:
-        yield running
 
 
 def csv_lines(first: int, count: int) -> bytes:

@@ -6,16 +6,14 @@ import json
 import sqlite3
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from connector.sim.ami_server import AmiUser, FakeAmiServer
+from connector.sim.ami_server import FakeAmiServer
 from connector.sim.receiver import Receiver
 from tests.e2e.harness import (
     AMI_SECRET,
-    AMI_USER,
     API_KEY,
     ConnectorProcess,
     connector_env,
@@ -24,18 +22,6 @@ from tests.e2e.harness import (
 )
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def ami() -> AsyncIterator[FakeAmiServer]:
-    async with FakeAmiServer({AMI_USER: AmiUser(AMI_SECRET)}) as server:
-        yield server
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(api_key=API_KEY) as running:
-        yield running
 
 
 def probe(base: str, path: str) -> int:
