@@ -179,7 +179,7 @@ async def run(sizes: Sizes, smoke: bool) -> int:
                     DrainSettings(batch_size=500, force_timeout_s=0.0, max_concurrent=4),
                     sizes.rows,
                 ),
-                ("direct", DrainSettings(direct=True, max_concurrent=10), sizes.direct_rows),
+                ("direct", DrainSettings(direct=True, max_concurrent=4), sizes.direct_rows),
             ]
             for name, pace, rows in modes:
                 receiver.control.reset()
