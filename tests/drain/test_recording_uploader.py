@@ -19,20 +19,12 @@ from connector.ami.listener import new_cdr
 from connector.api.client import ApiClient
 from connector.cdr.mapping import MappingOptions
 from connector.config import ConfigError, load_settings
-from connector.drain.recordings import (
-    CallLink,
-    RecordingUploader,
-    UploadSettings,
-    call_link,
-    content_type_for,
-    notifying_sink,
-    recording_fields,
-    recording_id,
-)
+from connector.drain.recordings import RecordingUploader, UploadSettings, notifying_sink
 from connector.metrics import REGISTRY
 from connector.outbox.records import Headers, NewRecording, RecordingRow, State
 from connector.outbox.store import Store
 from connector.recordings.checks import RecordingRules
+from connector.recordings.upload import CallLink, call_link, content_type_for, recording_fields, recording_id
 from connector.recordings.watcher import RecordingWatcher
 from connector.sim.receiver import Receiver
 from connector.timeutil import utc_now
