@@ -26,8 +26,8 @@ from connector.cdr.filters import FilterRules, filter_reason
 from connector.cdr.identity import first_wins
 from connector.cdr.mapping import MappingOptions, cdr_payload
 from connector.config import CdrMode, Settings
-from connector.drain.backoff import backoff_delay
 from connector.drain.gate import DeliveryGate
+from connector.drain.loop import run_slots, wait_for_event
 from connector.errors import AuthRefused, OutboxError, Rejected, RetryLater
 from connector.outbox.records import CdrRow, Kind
 from connector.outbox.store import Store
@@ -104,32 +104,14 @@ class CdrDrainer:
 
     async def run(self) -> None:
         """Take due rows and deliver them until stop() is called."""
-        outbox_failures = 0
-        async with asyncio.TaskGroup() as sends:
-            while not self._stopping.is_set():
-                await self.gate.wait_open()
-                await self._slots.acquire()
-                try:
-                    batch = await self._next_batch()
-                except OutboxError as error:
-                    self._slots.release()
-                    outbox_failures += 1
-                    await self._outbox_pause(error, outbox_failures)
-                    continue
-                outbox_failures = 0
-                if not batch:
-                    self._slots.release()
-                    continue
-                sends.create_task(self._deliver_in_slot(batch))
-
-    async def _outbox_pause(self, error: OutboxError, failures: int) -> None:
-        """The outbox cannot be read or written: log, wait, and try again (never crash-loop)."""
-        delay = backoff_delay(failures, cap_s=30.0)
-        log.error("cdr drainer: %s; retrying in %.1fs", error, delay)
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        except TimeoutError:
-            pass
+        await run_slots(
+            "cdr drainer",
+            stopping=self._stopping,
+            gate=self.gate,
+            slots=self._slots,
+            take=self._next_batch,
+            deliver=self._deliver_in_slot,
+        )
 
     async def run_once(self) -> int:
         """Deliver one batch of whatever is due now, without pacing; return rows handled."""
@@ -162,14 +144,8 @@ class CdrDrainer:
             if due >= size or (due and waited >= self._pace.force_timeout_s):
                 return await self._take(size)
             timeout = self._pace.force_timeout_s - waited if due else self._pace.idle_poll_s
-            await self._wait_for_rows(timeout)
+            await wait_for_event(self._new_rows, timeout)
         return []
-
-    async def _wait_for_rows(self, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(self._new_rows.wait(), timeout=max(0.0, timeout_s))
-        except TimeoutError:
-            pass
 
     async def _deliver_in_slot(self, batch: list[CdrRow]) -> None:
         try:

@@ -8,6 +8,7 @@ logs an error at most once a minute. A delivered answer resets both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -86,7 +87,5 @@ class DeliveryGate:
         """Sleep until the gate opens or the drainer is stopping."""
         delay = self.paused_for_s
         if delay > 0:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-            except TimeoutError:
-                pass

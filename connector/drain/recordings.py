@@ -32,8 +32,8 @@ from connector import metrics
 from connector.api.multipart import FileChanged, FileState, TrailingDigest
 from connector.cdr.mapping import MappingOptions, mapping_options
 from connector.config import Settings
-from connector.drain.backoff import backoff_delay
 from connector.drain.gate import DeliveryGate
+from connector.drain.loop import run_slots, wait_for_event
 from connector.errors import AuthRefused, OutboxError, Rejected, RetryLater
 from connector.outbox.records import Kind, NewRecording, RecordingRow
 from connector.outbox.store import Store
@@ -155,24 +155,14 @@ class RecordingUploader:
 
     async def run(self) -> None:
         """Claim and upload until stop() is called."""
-        outbox_failures = 0
-        async with asyncio.TaskGroup() as uploads:
-            while not self._stopping.is_set():
-                await self.gate.wait_open()
-                await self._slots.acquire()
-                try:
-                    row = await self._next_row()
-                except OutboxError as error:
-                    self._slots.release()
-                    outbox_failures += 1
-                    await self._outbox_pause(error, outbox_failures)
-                    continue
-                outbox_failures = 0
-                if row is None:
-                    self._slots.release()
-                    continue
-                self._in_flight.add(row.id)
-                uploads.create_task(self._deliver_in_slot(row))
+        await run_slots(
+            "recording uploader",
+            stopping=self._stopping,
+            gate=self.gate,
+            slots=self._slots,
+            take=self._next_row,
+            deliver=self._deliver_in_slot,
+        )
 
     async def run_once(self) -> int:
         """Handle whatever is due now (up to the concurrency), without pacing; return rows handled."""
@@ -182,28 +172,17 @@ class RecordingUploader:
                 uploads.create_task(self.deliver(row))
         return len(rows)
 
-    async def _outbox_pause(self, error: OutboxError, failures: int) -> None:
-        """The outbox cannot be read or written: log, wait, and try again (never crash-loop)."""
-        delay = backoff_delay(failures, cap_s=30.0)
-        log.error("recording uploader: %s; retrying in %.1fs", error, delay)
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        except TimeoutError:
-            pass
-
     async def _next_row(self) -> RecordingRow | None:
         """Claim the oldest due recording not already being uploaded; wait while there is none."""
         while not self._stopping.is_set():
             self._new_rows.clear()
             claimed = await self._store.claim_recordings(1, self._pace.lease_s)
             if claimed and claimed[0].id not in self._in_flight:
+                self._in_flight.add(claimed[0].id)
                 return claimed[0]
             if claimed:
                 continue  # its claim ran out mid-upload; claiming again just extended it
-            try:
-                await asyncio.wait_for(self._new_rows.wait(), timeout=self._idle_timeout())
-            except TimeoutError:
-                pass
+            await wait_for_event(self._new_rows, self._idle_timeout())
         return None
 
     def _idle_timeout(self) -> float:
