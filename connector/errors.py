@@ -55,5 +55,13 @@ class OutboxLocked(OutboxError):
     """Another `connector run` already owns the DATA_DIR."""
 
 
+class FileProblem(ConnectorError):
+    """A recording file cannot be uploaded as it was detected; the message is the row's last_error."""
+
+
+class FileChanged(FileProblem):
+    """The file's size or mtime is no longer what it was detected with."""
+
+
 class StartupError(ConnectorError):
     """The service cannot start (e.g. the monitoring port is taken); the message names the fix."""
