@@ -129,7 +129,7 @@ def generate(count: int, seed: int) -> Iterator[tuple[list[str | int], int, bool
 
 async def prepare(folder: Path, count: int, seed: int) -> tuple[Path, int, int]:
     """Write Master.csv and store the AMI share; return (csv path, lines, AMI rows stored)."""
-    from connector.ami.listener import new_cdr
+    from connector.ami.ingest import new_cdr
     from connector.outbox.store import Store
 
     master = folder / "Master.csv"

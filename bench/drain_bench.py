@@ -29,16 +29,22 @@ from pathlib import Path
 
 import httpx
 
-from connector.ami.listener import new_cdr
+from connector.ami.ingest import new_cdr
 from connector.ami.protocol import parse_headers
 from connector.api.client import ApiClient, encode_batch, idempotency_key
 from connector.cdr.filters import FilterRules
 from connector.cdr.mapping import MappingOptions, cdr_payload
+from connector.demo.ami_server import AmiUser
 from connector.drain.cdrs import CdrDrainer, DrainSettings
 from connector.outbox.records import Kind, State
 from connector.outbox.store import Store
-from connector.sim.ami_server import AmiUser, FakeAmiServer, synthetic_cdr
-from connector.sim.receiver_control import ReceiverProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/, not the repository, on the path
+    sys.path.insert(0, str(ROOT))  # for the tests' doubles (tests/doubles/)
+
+from tests.doubles.ami_server import FakeAmiServer, synthetic_cdr  # noqa: E402
+from tests.doubles.receiver_control import ReceiverProcess  # noqa: E402
 
 KEY = "sk_" + "b" * 32
 OPTIONS = MappingOptions(zone=UTC, internal_pattern=re.compile(r"^[0-9]{2,6}$"))

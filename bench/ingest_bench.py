@@ -28,6 +28,10 @@ from pathlib import Path
 
 from connector.outbox.migrate import prepare_database
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/, not the repository, on the path
+    sys.path.insert(0, str(ROOT))  # for the tests' doubles (tests/doubles/)
+
 USER, SECRET = "bench", "bench-secret"
 TARGET_RATE = 20_000
 TARGET_RSS_MB = 80.0
@@ -44,7 +48,7 @@ def peak_rss_mb() -> float:
 async def listener(port: int, db: Path, expect: int) -> None:
     """Child side: run the real ingest path until `expect` rows are committed."""
     from connector.ami.client import AmiClient
-    from connector.ami.listener import CdrWriter
+    from connector.ami.ingest import CdrWriter
     from connector.outbox.store import Store
 
     store = await Store.open(db)
@@ -70,7 +74,8 @@ async def listener(port: int, db: Path, expect: int) -> None:
 
 async def flood(count: int, keep: bool, smoke: bool) -> int:
     """Parent side: start the server and the listener, flood, measure, report."""
-    from connector.sim.ami_server import AmiUser, FakeAmiServer, synthetic_cdrs
+    from connector.demo.ami_server import AmiUser
+    from tests.doubles.ami_server import FakeAmiServer, synthetic_cdrs
 
     folder = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     db = folder / "outbox.db"

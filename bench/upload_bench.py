@@ -1,6 +1,6 @@
 """Upload benchmark: one large recording through the RecordingUploader, next to a bare httpx upload.
 
-The loopback receiver runs in its own process (`python -m connector.sim.receiver`), checking every
+The loopback receiver runs in its own process (`python -m tests.doubles.receiver`), checking every
 upload's size and sha256 as it arrives. In this process, for each round and in rotating order:
 
     bare      httpx.AsyncClient streaming the same multipart body (sha256 computed beforehand,
@@ -44,11 +44,12 @@ import httpx
 
 from connector.api.client import ApiClient
 from connector.cdr.mapping import MappingOptions
-from connector.drain.recordings import RecordingUploader, UploadSettings
 from connector.outbox.records import NewRecording, State
 from connector.outbox.store import Store
+from connector.recordings.uploader import RecordingUploader, UploadSettings
 from connector.timeutil import utc_now
 
+ROOT = Path(__file__).resolve().parent.parent  # where `python -m tests.doubles.receiver` runs
 KEY = "sk_" + "bench" * 6 + "xx"
 TARGET_SHARE = 0.80
 TARGET_RSS_MB = 20.0
@@ -112,9 +113,9 @@ def file_sha256(path: Path) -> str:
 
 def start_receiver(max_body: int) -> tuple[subprocess.Popen[str], str]:
     """Start the loopback receiver process (no data dir: it hashes the bytes and drops them)."""
-    command = [sys.executable, "-m", "connector.sim.receiver", "--port", "0", "--api-key", KEY]
+    command = [sys.executable, "-m", "tests.doubles.receiver", "--port", "0", "--api-key", KEY]
     command += ["--max-body-bytes", str(max_body)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert process.stdout is not None
     line = process.stdout.readline()
     if not line.startswith("READY "):
@@ -238,7 +239,7 @@ class UploaderRun:
         await self.store.close()
 
     async def upload(self, path: Path) -> Sample:
-        """Queue `path` as a new recording and let the uploader deliver it (claim, upload, mark sent)."""
+        """Queue `path` as a new recording and let the uploader deliver it (take, upload, mark sent)."""
         status = await asyncio.to_thread(touch, path)
         record = NewRecording(str(path), status.st_size, status.st_mtime, utc_now(), "1795735443.50")
         await self.store.append_recordings([record])

@@ -1,7 +1,8 @@
 """`connector run`: wire the listener, the outbox, the drainers and the monitoring endpoints.
 
 Shutdown on SIGTERM/SIGINT, in pipeline order: stop reading AMI, flush every CDR already read to
-disk, let in-flight deliveries finish (or release their rows) by a deadline, close the outbox.
+disk, let in-flight deliveries finish by a deadline (an abandoned one leaves its row pending, due),
+close the outbox.
 """
 
 from __future__ import annotations
@@ -17,19 +18,19 @@ from typing import Any
 
 from connector import __version__
 from connector.ami.client import AmiClient
-from connector.ami.listener import CdrWriter
+from connector.ami.ingest import CdrWriter
 from connector.api.client import ApiClient
 from connector.backfill.follower import CsvFollower
 from connector.cdr.filters import filter_rules
 from connector.cdr.mapping import mapping_options
 from connector.config import Settings
 from connector.drain.cdrs import CdrDrainer, DrainSettings
-from connector.drain.recordings import RecordingUploader, notifying_sink
 from connector.errors import OutboxError, StartupError
 from connector.health import Probe, start_monitoring
 from connector.outbox.lock import DataDirLock
-from connector.outbox.records import Kind, NewCdr
+from connector.outbox.notify import NotifyingSink
 from connector.outbox.store import Store
+from connector.recordings.uploader import RecordingUploader
 from connector.recordings.watcher import RecordingWatcher
 from connector.stats import refresh, summary_line
 
@@ -41,21 +42,6 @@ STATS_LOG_S = 300.0
 # Everything that was read is committed and in-flight requests finish within this; Docker's stop
 # grace period (deploy/docker-compose.yml) is longer.
 SHUTDOWN_DEADLINE_S = 20.0
-
-
-class NotifyingSink:
-    """The listener's view of the store: append, then wake the drainer if anything was new."""
-
-    def __init__(self, store: Store, new_rows: asyncio.Event) -> None:
-        self._store = store
-        self._new_rows = new_rows
-
-    async def append_cdrs(self, rows: Sequence[NewCdr]) -> int:
-        """Append and signal new rows."""
-        new = await self._store.append_cdrs(rows)
-        if new:
-            self._new_rows.set()
-        return new
 
 
 async def _periodic(every_s: float, work: Callable[[], Awaitable[object]], what: str) -> None:
@@ -126,7 +112,8 @@ class Connector:
         self.api = ApiClient.from_settings(settings)
         self.new_recordings = asyncio.Event()
         self.uploader = RecordingUploader.from_settings(settings, store, self.api, self.new_recordings)
-        self.watcher = RecordingWatcher.from_settings(settings, notifying_sink(store, self.new_recordings))
+        recordings_sink = NotifyingSink(store, self.new_recordings)
+        self.watcher = RecordingWatcher.from_settings(settings, recordings_sink.append_recordings)
         self.drainer = CdrDrainer(
             store,
             self.api,
@@ -188,8 +175,6 @@ class Connector:
         A part that dies on its own (a bug) stops the service with exit code 1, so that the
         container restarts rather than running on half-dead; nothing stored is lost by that.
         """
-        await self.store.release_all(Kind.CDR)
-        await self.store.release_all(Kind.RECORDING)
         monitoring = None
         if self.settings.monitoring_enabled:
             monitoring = await self._start_monitoring()

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from connector.ami.session import AmiSession, LoginRefused
+from connector.ami.session import AmiSession
 from connector.api.client import ApiClient
 from connector.config import Settings
-from connector.errors import AuthRefused, Rejected, RetryLater
+from connector.errors import AuthRefused, LoginRefused, Rejected, RetryLater
 
 MIN_FREE_BYTES = 100 * 1024 * 1024
 LOW_FREE_BYTES = 1024 * 1024 * 1024
@@ -215,7 +215,7 @@ async def _key_check(api: ApiClient) -> Check:
     except AuthRefused as error:
         return _fail(
             "API key",
-            f"refused (HTTP {error.status}: {error.detail})",
+            f"refused ({error.detail})",
             "check API_KEY and REGION: a key only works in its own region",
         )
     except Rejected:

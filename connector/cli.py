@@ -15,9 +15,9 @@ from typing import Any
 
 from connector import __version__
 from connector.backfill.command import add_backfill_parser
-from connector.config import ConfigError, load_settings, load_store_settings
-from connector.demo import add_demo_parser
-from connector.errors import OutboxError, StartupError
+from connector.config import load_settings, load_store_settings
+from connector.demo.command import add_demo_parser
+from connector.errors import ConfigError, OutboxError, StartupError, UserError
 from connector.logs import configure_logging
 from connector.outbox.migrate import known_revisions, prepare_database
 from connector.outbox.records import Kind, State
@@ -26,10 +26,6 @@ from connector.outbox.store import Store
 from connector.timeutil import age_seconds, parse_iso, to_iso
 
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line."""
 
 
 def _format_age(seconds: float) -> str:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from connector.errors import ConfigError
 from connector.timeutil import parse_iso
 
 API_KEY_PATTERN = re.compile(r"^sk_[A-Za-z0-9]{32}$")
@@ -265,14 +266,6 @@ class Settings(StoreSettings):
     def hostname(self) -> str:
         """The name sent as X-Asterisk-Hostname."""
         return self.host_hostname or socket.gethostname()
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; `problems` holds one user-facing line per variable."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 _EXPECTED: dict[str, str] = {

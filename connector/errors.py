@@ -1,12 +1,22 @@
 """The connector's exception tree.
 
-ConnectorError
+ConnectorError           every error the connector raises on purpose
 ├── SendError            what the API client raises; the drainer maps each to one row transition
 │   ├── RetryLater       network error, timeout, 408, 429, 5xx → row stays pending
 │   ├── Rejected         400, 413, 422 → the offending row(s) become failed
 │   └── AuthRefused      401, 403 → no row changes state; the drainer pauses
-└── OutboxError          the outbox cannot be opened or used (one line for the user, exit 2)
-    └── OutboxLocked     another `connector run` owns this DATA_DIR
+├── FileProblem          a recording cannot be read as detected → its row fails with the message
+│   └── FileChanged      its size or mtime differ from what was detected
+├── OutboxError          the outbox cannot be opened or used (one line for the user, exit 2)
+│   └── OutboxLocked     another `connector run` owns this DATA_DIR
+├── AmiError             an AMI session could not be set up or used
+│   └── LoginRefused     Asterisk refused AMI_USERNAME/AMI_PASSWORD
+├── ConfigError          the settings are invalid; one line per variable (exit 2)
+├── UserError            a command-line mistake the user can fix (exit 2)
+└── StartupError         the service cannot start, e.g. the monitoring port is taken (exit 2)
+
+The detail of a SendError is the API client's one-line text (e.g. `HTTP 422 Unprocessable Entity:
+<the API's answer>`); callers log and store it as it is.
 """
 
 from __future__ import annotations
@@ -47,6 +57,14 @@ class AuthRefused(SendError):
         self.status = status
 
 
+class FileProblem(ConnectorError):
+    """A recording file cannot be uploaded as it was detected; the message is the row's last_error."""
+
+
+class FileChanged(FileProblem):
+    """The file is not the one detected: changed since it was detected, or during the upload."""
+
+
 class OutboxError(ConnectorError):
     """The outbox database cannot be used; the message is one line naming the file and the fix."""
 
@@ -55,12 +73,24 @@ class OutboxLocked(OutboxError):
     """Another `connector run` already owns the DATA_DIR."""
 
 
-class FileProblem(ConnectorError):
-    """A recording file cannot be uploaded as it was detected; the message is the row's last_error."""
+class AmiError(ConnectorError):
+    """An AMI session could not be set up or used."""
 
 
-class FileChanged(FileProblem):
-    """The file's size or mtime is no longer what it was detected with."""
+class LoginRefused(AmiError):
+    """Asterisk refused AMI_USERNAME/AMI_PASSWORD (`Message: Authentication failed`)."""
+
+
+class ConfigError(ConnectorError):
+    """The configuration is invalid; `problems` holds one user-facing line per variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class UserError(ConnectorError):
+    """A mistake the user can fix; printed as one line."""
 
 
 class StartupError(ConnectorError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connector.errors import OutboxError
-from connector.metrics import OUTBOX_WRITABLE, REGISTRY
+from connector.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ async def _route(path: str, probe: Probe) -> bytes:
             try:
                 await probe.before_scrape()
             except OutboxError as error:
-                # Serve the last values (outbox_writable says what is wrong) rather than nothing.
-                OUTBOX_WRITABLE.set(0)
+                # Serve the last values rather than nothing. A failed read says nothing about
+                # writing: outbox_writable belongs to the ingest writer alone.
                 log.warning("cannot refresh outbox statistics for /metrics: %s", error)
         return _response(200, "OK", generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
     if path == "/healthz":

@@ -109,6 +109,7 @@ OUTBOX_OLDEST_PENDING_AGE = Gauge(
 )
 OUTBOX_DB_BYTES = Gauge("outbox_db_bytes", "Size of the outbox database with its WAL", registry=REGISTRY)
 DATA_DIR_FREE_BYTES = Gauge("data_dir_free_bytes", "Free space in DATA_DIR", registry=REGISTRY)
+# Written by the ingest writer (connector.ami.ingest) only: it is the one that writes the outbox.
 OUTBOX_WRITABLE = Gauge(
     "outbox_writable", "1 while the last outbox write succeeded, else 0", registry=REGISTRY
 )

@@ -17,7 +17,9 @@ LINE_EVERY_S = 2.0
 class Progress:
     """A live progress line on a terminal, a line now and then otherwise."""
 
-    def __init__(self, stream: TextIO, *, redraw_s: float = REDRAW_S, line_every_s: float = LINE_EVERY_S) -> None:
+    def __init__(
+        self, stream: TextIO, *, redraw_s: float = REDRAW_S, line_every_s: float = LINE_EVERY_S
+    ) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.redraw_s = redraw_s

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from connector.check import Status, cdr_status_checks, read_classes
-from connector.sim.ami_server import CDR_STATUS_SUSPENDED, AmiUser, FakeAmiServer
-from connector.sim.receiver import Receiver
+from connector.demo.ami_server import AmiUser
+from tests.doubles.ami_server import CDR_STATUS_SUSPENDED, FakeAmiServer
+from tests.doubles.receiver import Receiver
 
 KEY = "sk_" + "c" * 32
 USER, SECRET = "sipstack", "right-secret"
@@ -118,6 +119,10 @@ async def test_an_api_refusing_the_key_fails(tmp_path: Path, ami: FakeAmiServer,
     assert code == 1
     assert statuses(out)["API key"] == "fail"
     assert statuses(out)["API reachable"] == "ok"
+    (key,) = (check for check in json.loads(out)["checks"] if check["name"] == "API key")
+    # The API client's one-line text, said once (it read `HTTP 401: HTTP 401 Unauthorized` before).
+    assert key["detail"].startswith("refused (HTTP 401 Unauthorized")
+    assert key["detail"].count("401") == 1
 
 
 async def test_nothing_reachable_reports_every_failure(tmp_path: Path) -> None:

@@ -34,12 +34,9 @@ async def _populate(path: Path) -> None:
         await store.append_recordings(
             [NewRecording(f"/spool/r{n}.wav", 2048, 1.5, moment(10 + n)) for n in range(1, 5)]
         )
-        await store.claim_cdrs(6, lease_s=600)
         await store.mark_sent(Kind.CDR, [1, 2])
         await store.mark_filtered(Kind.CDR, {3: "zero duration"})
         await store.mark_failed(Kind.CDR, {4: "422: bad dst", 5: "400: bad json\nsecond line"})
-        await store.release(Kind.CDR, [6])
-        await store.claim_recordings(3, lease_s=600)
         await store.mark_sent(Kind.RECORDING, [1])
         await store.mark_filtered(Kind.RECORDING, {2: "too short"})
         await store.mark_failed(Kind.RECORDING, {3: "413: too large"})

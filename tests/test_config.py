@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from connector.config import ConfigError, load_settings, load_store_settings
+from connector.config import load_settings, load_store_settings
+from connector.errors import ConfigError
 from tests.conftest import CliRunner
 
 SECRET_KEY = "sk_" + "LEAK" * 7 + "LEA"  # 31 characters after sk_: invalid

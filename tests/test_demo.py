@@ -11,18 +11,18 @@ import wave
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from connector.demo_report import (
+from connector.demo.ami_server import FRAME_END, AmiUser, FakeAmiServer, encode_frame
+from connector.demo.options import DemoOptions
+from connector.demo.pbx import PbxSimulator, PbxTally
+from connector.demo.report import (
     CdrAudit,
     Counts,
-    DemoOptions,
     RecordingAudit,
     Summary,
     problems,
     render_summary,
 )
 from connector.outbox.records import State
-from connector.sim.ami_server import FRAME_END, AmiUser, FakeAmiServer, encode_frame
-from connector.sim.pbx import PbxSimulator, PbxTally
 
 LOCAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 CDR_MANAGER_ORDER = [

@@ -20,15 +20,9 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from connector.ami.protocol import CdrCallback
-from connector.ami.session import (
-    DEFAULT_EVENTS,
-    ActionFields,
-    AmiError,
-    AmiSession,
-    LoginRefused,
-    Message,
-    command_output,
-)
+from connector.ami.session import DEFAULT_EVENTS, AmiSession
+from connector.backoff import backoff_delay
+from connector.errors import LoginRefused
 from connector.metrics import (
     AMI_CONNECTION_STATUS,
     AMI_DISCONNECTED_SECONDS,
@@ -41,17 +35,13 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_EVENTS",
     "AmiClient",
-    "AmiError",
     "AmiSession",
-    "LoginRefused",
     "ReadGate",
-    "backoff_delay",
-    "command_output",
 ]
 
 
 class ReadGate(Protocol):
-    """Asks the reader to pause while the writer is behind (connector.ami.listener.CdrWriter)."""
+    """Asks the reader to pause while the writer is behind (connector.ami.ingest.CdrWriter)."""
 
     @property
     def saturated(self) -> bool:
@@ -61,11 +51,6 @@ class ReadGate(Protocol):
     def watch(self, on_change: Callable[[bool], None]) -> None:
         """Register a callback called with True to pause reading, False to resume."""
         ...
-
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float, rand: Callable[[], float]) -> float:
-    """Return a full-jitter delay: uniform in [0, min(max_s, initial_s * 2**attempt)]."""
-    return rand() * min(max_s, initial_s * 2.0 ** min(attempt, 32))
 
 
 def _utc(timestamp: float) -> str:
@@ -153,8 +138,9 @@ class AmiClient:
                 if self._closing.is_set():
                     break
                 self._account_down()
+                # No floor: any delay up to the ceiling, so connectors spread out after a restart.
                 delay_s = backoff_delay(
-                    max(failures - 1, 0), self.backoff_initial_s, self.backoff_max_s, self._rand
+                    max(failures, 1), base_s=self.backoff_initial_s, cap_s=self.backoff_max_s, rand=self._rand
                 )
                 log.debug("next AMI connection attempt in %.2f s", delay_s)
                 await self._pause(delay_s)
@@ -174,17 +160,6 @@ class AmiClient:
         if self._session is not None:
             await self._session.logoff(timeout_s)
         self.close()
-
-    async def send_action(self, fields: ActionFields, timeout_s: float | None = None) -> Message:
-        """Send an action on the current session and return its response."""
-        if self._session is None:
-            raise ConnectionError("no AMI session")
-        return await self._session.send_action(fields, timeout_s or self.action_timeout_s)
-
-    async def command(self, command: str, timeout_s: float | None = None) -> list[str]:
-        """Run a CLI command on the current session and return its output lines."""
-        response = await self.send_action({"Action": "Command", "Command": command}, timeout_s)
-        return command_output(response)
 
     async def _open_session(self) -> AmiSession | None:
         where = f"{self.host}:{self.port}"

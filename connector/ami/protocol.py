@@ -1,6 +1,6 @@
 """The AMI wire protocol: panoramisk's AMIProtocol with its data-losing defects fixed.
 
-panoramisk 1.4 (ami-notes.md) decodes every TCP read on its own with errors ignored, strips the
+panoramisk 1.4 (README, "Input robustness") decodes every TCP read on its own with errors ignored, strips the
 trailing empty header of a frame, folds headers into a dict, dispatches events through callbacks
 whose exceptions kill the connection, and reconnects through its Manager. This subclass keeps
 panoramisk's actions, responses and `send()`, and overrides only the reading side:

@@ -13,7 +13,7 @@ from typing import Any
 from panoramisk import actions
 
 from connector.ami.protocol import AmiProtocol, CdrCallback
-from connector.errors import ConnectorError
+from connector.errors import LoginRefused
 
 # Asterisk sends an event only if its class is both in the user's `read=` and in this mask:
 # Cdr events, plus `system` for Shutdown/FullyBooted. A flood of call events never reaches us.
@@ -21,14 +21,6 @@ DEFAULT_EVENTS = "cdr,system"
 
 Message = Any  # panoramisk.message.Message (untyped); keeps the ordered headers in `.headers`
 ActionFields = Mapping[str, str | Sequence[str]]
-
-
-class AmiError(ConnectorError):
-    """An AMI session could not be set up or used."""
-
-
-class LoginRefused(AmiError):
-    """Asterisk refused AMI_USERNAME/AMI_PASSWORD (`Message: Authentication failed`)."""
 
 
 def command_output(message: Message) -> list[str]:

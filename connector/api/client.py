@@ -1,8 +1,11 @@
-"""The regional API client (api-contract.md): CDR batches, recording uploads, health.
+"""The regional API client (README, "What happens on each API answer"): CDRs, recordings, health.
 
 Every answer is classified into exactly one outcome: the call returns (delivered), or raises
-RetryLater, Rejected or AuthRefused (connector.errors). The key is only ever put in the
-Authorization header; nothing here logs it, and it is not part of any error message.
+RetryLater, Rejected or AuthRefused (connector.errors); a recording file that cannot be sent as
+detected raises FileProblem. Nothing else escapes on purpose. Each error's detail is the one-line
+text of the answer (`HTTP 422 Unprocessable Entity: <the API's answer>`), formatted here only:
+callers log and store it as it is. The key is only ever put in the Authorization header; nothing
+here logs it, and it is not part of any error message.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from connector import __version__
-from connector.api.multipart import FileChanged, FileState, TrailingDigest, open_multipart
-from connector.errors import AuthRefused, Rejected, RetryLater
+from connector.api.multipart import FileState, TrailingDigest, open_multipart
+from connector.errors import AuthRefused, FileChanged, Rejected, RetryLater
 from connector.metrics import API_AUTH_FAILURES, API_REQUEST_DURATION
 
 if TYPE_CHECKING:
@@ -182,9 +185,10 @@ class ApiClient:
     ) -> int:
         """Stream one recording as part `audio` with `fields`; return the file's size when delivered.
 
-        An unreadable file raises OSError (FileNotFoundError, ...) before anything is sent; so does a
-        file that no longer matches `expected` (FileChanged). With `digest`, the file's sha256 is
-        computed on the way, sent after the file part, and left in `digest.hexdigest`.
+        A file that is gone, a symlink or unreadable raises FileProblem before anything is sent; so
+        does a file that no longer matches `expected` (FileChanged); one that changes while it is
+        sent raises RetryLater. With `digest`, the file's sha256 is computed on the way, sent after
+        the file part, and left in `digest.hexdigest`.
         """
         body = await open_multipart(path, "audio", fields, content_type, expected=expected, digest=digest)
         try:

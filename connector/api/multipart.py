@@ -8,6 +8,9 @@ uploads).
 Optionally the file's sha256 is computed while it streams and sent as a text field *after* the file
 part (multipart allows any order): the file is then read once, not twice, and the body's length is
 still known up front because a sha256 is always 64 hex digits.
+
+A file that cannot be opened or read raises FileProblem (connector.errors), never OSError; its
+message is what the uploader keeps as the row's last_error.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from connector.errors import FileChanged, FileProblem
 
 CHUNK_BYTES = 256 * 1024  # what each write to the socket gets
 READ_BYTES = 4 * CHUNK_BYTES  # what each trip to the worker thread reads
@@ -29,10 +35,25 @@ SHA256_HEX_CHARS = 64
 # O_NOFOLLOW: a symlink swapped in for the file is refused (ELOOP), not followed. O_NONBLOCK: a FIFO
 # swapped in does not block the open (its fstat then shows it is no regular file).
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+VANISHED = "file vanished before upload"
 
 
-class FileChanged(OSError):
-    """The file is not the one expected: changed since it was detected, or during the upload."""
+def file_problem(error: OSError) -> FileProblem:
+    """Say why a file could not be opened or read, in words for the row's last_error."""
+    if isinstance(error, FileNotFoundError):
+        return FileProblem(VANISHED)
+    if error.errno == errno.ELOOP:
+        return FileProblem("the file was replaced by a symbolic link; not following it")
+    return FileProblem(f"cannot read the file: {error.strerror or error}")
+
+
+@contextmanager
+def _reading() -> Iterator[None]:
+    """Turn an OSError from opening or reading the file into its FileProblem."""
+    try:
+        yield
+    except OSError as error:
+        raise file_problem(error) from error
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,10 @@ class MultipartFile:
 
     def _read(self, size: int) -> list[bytes]:
         """Read up to `size` bytes as chunks of CHUNK_BYTES ([] at the end of the file)."""
+        with _reading():
+            return self._read_chunks(size)
+
+    def _read_chunks(self, size: int) -> list[bytes]:
         chunks = []
         while size > 0:
             chunk = self.handle.read(min(CHUNK_BYTES, size))
@@ -101,11 +126,16 @@ class MultipartFile:
         return chunks
 
     def _restart(self) -> None:
-        self.handle.seek(0)
+        with _reading():
+            self.handle.seek(0)
         self._hash = hashlib.sha256() if self.digest is not None else None
 
     def _check_unchanged(self) -> None:
-        if self.expected is not None and not _same(os.fstat(self.handle.fileno()), self.expected):
+        if self.expected is None:
+            return
+        with _reading():
+            status = os.fstat(self.handle.fileno())
+        if not _same(status, self.expected):
             raise FileChanged("the file changed during the upload")
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -144,6 +174,11 @@ def _same(status: os.stat_result, expected: FileState) -> bool:
 
 def _open(path: Path, expected: FileState | None) -> tuple[BinaryIO, int]:
     """Open a regular file without following a final symlink; check it is still as expected."""
+    with _reading():
+        return _open_regular(path, expected)
+
+
+def _open_regular(path: Path, expected: FileState | None) -> tuple[BinaryIO, int]:
     descriptor = os.open(path, OPEN_FLAGS)
     try:
         status = os.fstat(descriptor)
@@ -172,7 +207,8 @@ async def open_multipart(
 ) -> MultipartFile:
     """Open `path` and prepare a body with `fields` and the file as part `field`; close it after.
 
-    With `expected`, a file whose size or mtime differ raises FileChanged before anything is sent.
+    A file that cannot be opened raises FileProblem; with `expected`, a file whose size or mtime
+    differ raises FileChanged (a FileProblem) before anything is sent.
     With `digest`, the file's sha256 is computed while it streams and sent after the file part.
     """
     handle, size = await asyncio.to_thread(_open, path, expected)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from connector.backfill.follower import BackfillStore
 from connector.backfill.lines import (
@@ -28,8 +28,10 @@ from connector.backfill.lines import (
 from connector.backfill.tail import BATCH_BYTES, complete_lines
 from connector.cdr.times import resolve_zone
 from connector.config import load_store_settings
+from connector.errors import UserError
 from connector.metrics import BACKFILL_MALFORMED, CDRS_RECOVERED
 from connector.outbox.store import Store
+from connector.progress import Progress
 from connector.timeutil import utc_now
 
 MALFORMED_SHOWN = 20
@@ -85,39 +87,26 @@ class ImportSummary:
         return "\n".join(lines)
 
 
-class Progress:
-    """A progress bar on a terminal, a line every 10 % otherwise."""
+def import_progress(total_bytes: int, display: Progress) -> Callable[[int, int], None]:
+    """Return import_file's `progress`: a bar on a terminal, a line at each 10 % step otherwise."""
+    total_bytes = max(total_bytes, 1)
+    started = time.monotonic()
+    last_step = 0
 
-    def __init__(self, total_bytes: int, stream: IO[str] | None = None) -> None:
-        self.total_bytes = max(total_bytes, 1)
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-        self._last_step = 0
-
-    def update(self, done_bytes: int, lines: int) -> None:
-        """Show how far the import is."""
-        percent = min(100, done_bytes * 100 // self.total_bytes)
-        now = time.monotonic()
-        rate = lines / max(now - self.started, 1e-6)
-        if self.tty:
-            if now - self._last_draw < BAR_REFRESH_S and percent < 100:
-                return
-            self._last_draw = now
+    def update(done_bytes: int, lines: int) -> None:
+        nonlocal last_step
+        percent = min(100, done_bytes * 100 // total_bytes)
+        rate = lines / max(time.monotonic() - started, 1e-6)
+        if display.tty:
             filled = BAR_WIDTH * percent // 100
             bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-            self.stream.write(f"\r[{bar}] {percent:3d}%  {lines:,} lines  {rate:,.0f} lines/s")
-        elif percent >= self._last_step + PLAIN_PROGRESS_STEP or (percent == 100 > self._last_step):
-            self._last_step = percent - percent % PLAIN_PROGRESS_STEP
-            self.stream.write(f"backfill: {percent}% ({lines:,} lines, {rate:,.0f} lines/s)\n")
-        self.stream.flush()
+            text = f"[{bar}] {percent:3d}%  {lines:,} lines  {rate:,.0f} lines/s"
+            display.show(text, force=percent >= 100)  # the end is always shown
+        elif percent >= last_step + PLAIN_PROGRESS_STEP or (percent == 100 > last_step):
+            last_step = percent - percent % PLAIN_PROGRESS_STEP
+            display.show(f"backfill: {percent}% ({lines:,} lines, {rate:,.0f} lines/s)", force=True)
 
-    def finish(self) -> None:
-        """End the bar's line."""
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+    return update
 
 
 class FileLines:
@@ -189,35 +178,34 @@ async def _run_import(args: argparse.Namespace, parser: LineParser) -> ImportSum
     settings = load_store_settings()
     store = await Store.open(settings.outbox_path)
     try:
-        progress = Progress(args.file.stat().st_size)
-        summary = await import_file(store, args.file, parser, progress=progress.update)
-        progress.finish()
+        display = Progress(sys.stderr, redraw_s=BAR_REFRESH_S)
+        progress = import_progress(args.file.stat().st_size, display)
+        summary = await import_file(store, args.file, parser, progress=progress)
+        display.end()
         return summary
     finally:
         await store.close()
 
 
-def _parser_from_args(args: argparse.Namespace, user_error: Callable[[str], Exception]) -> LineParser:
+def _parser_from_args(args: argparse.Namespace) -> LineParser:
     try:
         layout = check_layout(args.columns)
     except ValueError as error:
-        raise user_error(f"--columns: {error}") from None
+        raise UserError(f"--columns: {error}") from None
     try:
         cutoff = cutoff_text(args.from_, resolve_zone(args.tz))
     except ValueError as error:
-        raise user_error(f"--from: {error}") from None
+        raise UserError(f"--from: {error}") from None
     except KeyError:  # ZoneInfoNotFoundError
-        raise user_error(f"--tz: unknown time zone {args.tz!r}; use e.g. Europe/Paris") from None
+        raise UserError(f"--tz: unknown time zone {args.tz!r}; use e.g. Europe/Paris") from None
     if args.from_.strip().lower() == "end":
-        raise user_error("--from: use start or a date (end would import nothing)")
+        raise UserError("--from: use start or a date (end would import nothing)")
     return LineParser(layout, cutoff)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     """Run `connector backfill`."""
-    from connector.cli import UserError  # here: cli imports this module to register the command
-
-    parser = _parser_from_args(args, UserError)
+    parser = _parser_from_args(args)
     if not args.file.is_file():
         raise UserError(f"--file: {args.file} is not a readable file")
     try:

@@ -46,9 +46,9 @@ from connector.backfill.tail import (
     lines_before,
     stat_or_none,
 )
+from connector.backoff import backoff_delay
 from connector.cdr.times import resolve_zone
-from connector.config import ConfigError
-from connector.errors import OutboxError
+from connector.errors import ConfigError, OutboxError
 from connector.metrics import BACKFILL_LAG_BYTES, BACKFILL_MALFORMED, CDRS_RECOVERED
 from connector.outbox.records import CsvPosition, NewCdr
 from connector.timeutil import utc_now
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 5.0
 DEFAULT_POLL_INTERVAL_S = 1.0
+RETRY_MIN_S = 0.1  # the first retry waits the poll interval, and at least this
 RETRY_MAX_S = 30.0
 ERROR_LOG_INTERVAL_S = 60.0
 MALFORMED_LOG_LIMIT = 100  # lines logged one by one per follower; after that, one line per batch
@@ -208,7 +209,8 @@ class CsvFollower:
     async def _pause(self, failures: int) -> None:
         delay_s = self.poll_interval_s
         if failures:
-            delay_s = min(RETRY_MAX_S, max(delay_s, 0.1) * 2.0 ** min(failures - 1, 10))
+            first_s = max(delay_s, RETRY_MIN_S)
+            delay_s = backoff_delay(failures, base_s=first_s, floor_s=first_s, cap_s=RETRY_MAX_S)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), delay_s)
 

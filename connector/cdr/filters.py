@@ -1,9 +1,9 @@
 """CDR filters (CDR_FILTER_*): which stored CDRs are never sent, and why. Pure functions.
 
-The rules are checked in this order and the first that matches names the reason; notes/cdr-readme.md
-states them in the same words. Values are compared after trimming surrounding spaces; Disposition
-case-insensitively, Destination exactly. An empty or non-numeric Duration/BillableSeconds is unknown,
-and an unknown number never makes a rule match (a filter only drops what it is sure about).
+The rules are checked in this order and the first that matches names the reason; README's "Filters"
+section states them in the same words. Values are compared after trimming surrounding spaces;
+Disposition case-insensitively, Destination exactly. An empty or non-numeric Duration/BillableSeconds
+is unknown, and an unknown number never makes a rule match (a filter only drops what it is sure about).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from json.encoder import encode_basestring
 
 HASH_HEX_CHARS = 32  # 128 bits: collisions are out of reach for any CDR volume
 
-# The fields that both the AMI Cdr event and Asterisk's CSV backends carry (DESIGN.md, Identity).
+# The fields that both the AMI Cdr event and Asterisk's CSV backends carry (README, "CDR identity
+# (for deduplication and gap recovery)").
 # Optional mapped headers (LinkedID, Sequence, ...) are not in it: cdr_csv has no such columns.
 CANONICAL_FIELDS: tuple[str, ...] = (
     "UniqueID",
@@ -45,6 +46,15 @@ def first_wins(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     for name, value in headers:
         result.setdefault(name, value)
     return result
+
+
+# cdr_manager's [mappings] names the header as the site wrote it; these are the spellings seen in use.
+LINKEDID_HEADERS = ("LinkedID", "Linkedid", "linkedid")
+
+
+def linked_id(fields: Mapping[str, str]) -> str:
+    """The call's LinkedID from a CDR's fields, trimmed; '' when cdr_manager does not map it."""
+    return next((value.strip() for name in LINKEDID_HEADERS if (value := fields.get(name, "")).strip()), "")
 
 
 def _digest(text: str) -> str:
@@ -81,13 +91,8 @@ def headers_json(headers: Iterable[tuple[str, str]]) -> str:
 
 
 def fingerprint_of_json(encoded_headers: str) -> str:
-    """The frame fingerprint from headers already encoded by headers_json."""
+    """The frame fingerprint from headers encoded by headers_json: equal only for identical frames."""
     return _digest(encoded_headers)
-
-
-def frame_fingerprint(headers: Iterable[tuple[str, str]]) -> str:
-    """Hash every header name and value in order: equal only for byte-identical frames."""
-    return fingerprint_of_json(headers_json(headers))
 
 
 def dedupe_key(identity: str, occurrence: int) -> str:

@@ -1,4 +1,4 @@
-"""AMI Cdr headers → the API's CDR object (api-contract.md). Pure functions, never raising."""
+"""AMI Cdr headers → the API's CDR object (README: "What each CDR becomes"). Pure functions, never raising."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
-from connector.cdr.identity import event_id, first_wins
+from connector.cdr.identity import event_id, first_wins, linked_id
 from connector.cdr.times import resolve_zone, to_utc_iso
 from connector.outbox.records import CdrRow, Headers
 
@@ -107,7 +107,7 @@ def is_internal(value: str, pattern: re.Pattern[str]) -> bool:
 
 
 def direction(fields: Mapping[str, str], pattern: re.Pattern[str]) -> str:
-    """Classify a CDR as internal, outbound or inbound (rule in notes/cdr-readme.md)."""
+    """Classify a CDR as internal, outbound or inbound (README: "Direction")."""
     from_inside = is_internal(fields.get("Source", ""), pattern) or is_internal(
         channel_peer(fields.get("Channel", "")), pattern
     )
@@ -143,7 +143,7 @@ def map_cdr(
     for key, header in _STRING_FIELDS:
         if header in fields:
             cdr[key] = fields[header]
-    linkedid = fields.get("LinkedID", "").strip()
+    linkedid = linked_id(fields)
     if linkedid:
         cdr["linkedid"] = linkedid
     name = caller_name(fields.get("CallerID", ""))

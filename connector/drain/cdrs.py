@@ -201,7 +201,7 @@ class CdrDrainer:
             await asyncio.shield(self._store.reschedule(Kind.CDR, ids, delay, error.detail))
             return False
         except AuthRefused as error:
-            self.gate.auth_refused(error.detail, error.status)  # the rows stay exactly as they are
+            self.gate.auth_refused(error.detail)  # the rows stay exactly as they are
             return False
         except Rejected as error:
             return await self._isolate_rejected(items, error)
@@ -214,10 +214,9 @@ class CdrDrainer:
         """Split a rejected batch in halves until each rejected row is alone; fail only those."""
         if len(items) == 1:
             row_id = items[0][0]
-            detail = f"HTTP {error.status}: {error.detail}"
-            await asyncio.shield(self._store.mark_failed(Kind.CDR, {row_id: detail}))
+            await asyncio.shield(self._store.mark_failed(Kind.CDR, {row_id: error.detail}))
             metrics.CDRS_FAILED.inc()
-            log.error("cdr #%d rejected by the API (%s); `connector resend` retries it", row_id, detail)
+            log.error("cdr #%d rejected by the API (%s); `connector resend` retries it", row_id, error.detail)
             return True
         half = len(items) // 2
         # When the first half must pause, the second stays pending, untouched, for later.

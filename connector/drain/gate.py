@@ -12,8 +12,10 @@ import contextlib
 import logging
 import time
 
-from connector.drain.backoff import MAX_DELAY_S, MIN_DELAY_S, backoff_delay, retry_delay
+from connector.backoff import backoff_delay
 
+MIN_DELAY_S = 1.0  # the floor (and first ceiling) of the drainers' backoff
+MAX_DELAY_S = 300.0  # its cap, and the cap of the API's Retry-After
 AUTH_LOG_INTERVAL_S = 60.0
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,10 @@ class DeliveryGate:
     def retry_later(self, detail: str, retry_after_s: float | None) -> float:
         """A transient failure: close the gate; return the delay chosen for the rows."""
         self._failures += 1
-        delay = retry_delay(self._failures, retry_after_s, base_s=self.base_s, cap_s=self.cap_s)
+        if retry_after_s is not None:
+            delay = min(MAX_DELAY_S, max(0.0, retry_after_s))
+        else:
+            delay = self._backoff(self._failures)
         self._open_at = max(self._open_at, time.monotonic() + delay)
         log.warning(
             "%s: API unavailable (%s); attempt %d, next in %.1fs",
@@ -65,23 +70,26 @@ class DeliveryGate:
         )
         return delay
 
-    def auth_refused(self, detail: str, status: int) -> float:
+    def auth_refused(self, detail: str) -> float:
         """The key was refused: pause (no row changes state); log at most once a minute."""
         self._auth_failures += 1
-        delay = backoff_delay(self._auth_failures, base_s=self.base_s, cap_s=self.cap_s)
+        delay = self._backoff(self._auth_failures)
         self._open_at = max(self._open_at, time.monotonic() + delay)
         now = time.monotonic()
         if now - self._last_auth_log >= AUTH_LOG_INTERVAL_S:
             self._last_auth_log = now
             log.error(
-                "%s: the API refused the key (HTTP %d: %s); check API_KEY. Nothing is lost: "
+                "%s: the API refused the key (%s); check API_KEY. Nothing is lost: "
                 "rows stay pending, retrying in %.0fs",
                 self.name,
-                status,
                 detail,
                 delay,
             )
         return delay
+
+    def _backoff(self, failures: int) -> float:
+        # The floor keeps a retry from ever being immediate.
+        return backoff_delay(failures, base_s=self.base_s, floor_s=self.base_s, cap_s=self.cap_s)
 
     async def wait_open(self) -> None:
         """Sleep until the gate opens or the drainer is stopping."""

@@ -8,8 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from connector.drain.backoff import backoff_delay
-from connector.drain.gate import DeliveryGate
+from connector.backoff import backoff_delay
+from connector.drain.gate import MIN_DELAY_S, DeliveryGate
 from connector.errors import OutboxError
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,9 @@ async def run_slots(
             except OutboxError as error:
                 slots.release()
                 outbox_failures += 1
-                delay = backoff_delay(outbox_failures, cap_s=OUTBOX_RETRY_CAP_S)
+                delay = backoff_delay(
+                    outbox_failures, base_s=MIN_DELAY_S, floor_s=MIN_DELAY_S, cap_s=OUTBOX_RETRY_CAP_S
+                )
                 log.error("%s: %s; retrying in %.1fs", name, error, delay)
                 await wait_for_event(stopping, delay)
                 continue

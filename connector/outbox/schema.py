@@ -1,7 +1,9 @@
-"""The outbox schema: the one definition that migrations are checked against and the runtime uses.
+"""The outbox schema: the one definition of the tables that migrations are checked against.
 
-Every storage name (tables, views, states) lives here. tests/outbox/test_migrations.py asserts
-that the migrated database matches these tables exactly: a change here without a migration fails.
+Storage names (tables, views, indexes, states) come from connector.outbox.names, which the
+run-time store uses too; the migrations keep their own literal copies on purpose (frozen history).
+tests/outbox/test_migrations.py asserts that the migrated database matches these tables exactly:
+a change here without a migration fails.
 """
 
 from __future__ import annotations
@@ -19,24 +21,29 @@ from sqlalchemy import (
     text,
 )
 
-from connector.outbox.records import State
+from connector.outbox.names import (
+    CDR_LINKEDID_INDEX,
+    CDR_TABLE,
+    CSV_POSITION_TABLE,
+    FAILED,
+    FAILED_INDEX,
+    PENDING,
+    PENDING_INDEX,
+    RECORDING_TABLE,
+    STATES_SQL,
+    UNIQUEID_INDEX,
+)
+from connector.outbox.records import Kind, State
 
 metadata = MetaData()
-
-STATES_SQL = ", ".join(f"'{state.value}'" for state in State)
-
-CDR_TABLE = "cdr"
-RECORDING_TABLE = "recording"
-CSV_POSITION_TABLE = "csv_position"
-BACKLOG_VIEW = "backlog"
-FAILED_VIEW = "failed"
 
 cdr = Table(
     CDR_TABLE,
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("received_at", Text, nullable=False),
-    # identity + '#' + occurrence: equal for the same CDR whichever way it reached us (DESIGN.md).
+    # identity + '#' + occurrence: equal for the same CDR whichever way it reached us (README,
+    # "CDR identity").
     Column("dedupe_key", Text, nullable=False, unique=True),
     Column("identity", Text, nullable=False),
     # Hash of the whole AMI frame that delivered this CDR; NULL while only a CSV line has been seen.
@@ -58,13 +65,13 @@ cdr = Table(
     # always means the same row.
     sqlite_autoincrement=True,
 )
-# The claim query walks pending rows oldest first; a partial index keeps that cost independent of
+# The due read walks pending rows oldest first; a partial index keeps that cost independent of
 # how many sent rows the table holds.
-Index("ix_cdr_pending", cdr.c.id, sqlite_where=text("state = 'pending'"))
-Index("ix_cdr_uniqueid", cdr.c.uniqueid)
-Index("ix_cdr_linkedid", cdr.c.linkedid)
+Index(PENDING_INDEX[Kind.CDR], cdr.c.id, sqlite_where=text(f"state = {PENDING}"))
+Index(UNIQUEID_INDEX[Kind.CDR], cdr.c.uniqueid)
+Index(CDR_LINKEDID_INDEX, cdr.c.linkedid)
 # Failed rows are few: a partial index serves `failed` and resend without costing every insert.
-Index("ix_cdr_failed", cdr.c.updated_at, sqlite_where=text("state = 'failed'"))
+Index(FAILED_INDEX[Kind.CDR], cdr.c.updated_at, sqlite_where=text(f"state = {FAILED}"))
 
 recording = Table(
     RECORDING_TABLE,
@@ -89,9 +96,9 @@ recording = Table(
     CheckConstraint(f"state IN ({STATES_SQL})", name="ck_recording_state"),
     sqlite_autoincrement=True,
 )
-Index("ix_recording_pending", recording.c.id, sqlite_where=text("state = 'pending'"))
-Index("ix_recording_uniqueid", recording.c.uniqueid)
-Index("ix_recording_failed", recording.c.updated_at, sqlite_where=text("state = 'failed'"))
+Index(PENDING_INDEX[Kind.RECORDING], recording.c.id, sqlite_where=text(f"state = {PENDING}"))
+Index(UNIQUEID_INDEX[Kind.RECORDING], recording.c.uniqueid)
+Index(FAILED_INDEX[Kind.RECORDING], recording.c.updated_at, sqlite_where=text(f"state = {FAILED}"))
 
 # Where the Master.csv follower has read up to; written in the same transaction as the rows read,
 # so a crash can neither skip nor double-read a line.

@@ -3,7 +3,10 @@
 One aiosqlite connection per store (aiosqlite runs it on its own thread), plus one for statistics.
 Every state change is one statement, atomic on its own (autocommit), guarded by the row's current
 state, so only the transitions of `State` can ever happen; appends are one `BEGIN IMMEDIATE`
-transaction per batch.
+transaction per batch. Taking rows for delivery writes nothing: the one `connector run` that may
+own the outbox (DATA_DIR lock) keeps its rows in flight in memory and reads due rows without them,
+so a crash leaves nothing to expire and a restart keeps every row's next_attempt_at. Storage names
+come from connector.outbox.names, the append and due-read statements from outbox.statements.
 """
 
 from __future__ import annotations
@@ -19,6 +22,17 @@ import aiosqlite
 
 from connector.errors import OutboxError
 from connector.outbox.migrate import prepare_database
+from connector.outbox.names import (
+    CDR_TABLE,
+    CSV_POSITION_TABLE,
+    FAILED,
+    FAILED_VIEW,
+    FILTERED,
+    PENDING,
+    PENDING_INDEX,
+    RECORDING_TABLE,
+    SENT,
+)
 from connector.outbox.numbering import number_cdrs
 from connector.outbox.records import (
     CdrRow,
@@ -38,6 +52,15 @@ from connector.outbox.rows import (
     cdr_from_row,
     recording_from_row,
 )
+from connector.outbox.statements import (
+    ADOPT_CDR_SQL,
+    APPEND_RECORDING_SQL,
+    INSERT_CDR_SQL,
+    KNOWN_IDENTITIES_SQL,
+    SAVE_POSITION_SQL,
+    TIME_COLUMN,
+    due_sql,
+)
 from connector.timeutil import utc_in, utc_now
 
 BUSY_TIMEOUT_MS = 5000
@@ -53,48 +76,6 @@ PRAGMAS = (
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
 )
 
-# Rows already stored under the identities of a batch, found through the dedupe_key index: every
-# key of an identity lies between 'identity#' and 'identity$' ('$' sorts right after '#').
-KNOWN_IDENTITIES_SQL = """
-SELECT c.dedupe_key, c.fingerprint
-  FROM json_each(?) AS j
-  JOIN cdr AS c ON c.dedupe_key >= j.value || '#' AND c.dedupe_key < j.value || '$'
-"""
-
-INSERT_CDR_SQL = """
-INSERT INTO cdr (received_at, dedupe_key, identity, fingerprint, source, uniqueid, linkedid, raw,
-                 state, attempts, next_attempt_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?1, ?1)
-ON CONFLICT (dedupe_key) DO NOTHING
-"""
-
-# An AMI frame whose CDR was read from Master.csv first adopts that row: the row learns the frame's
-# fingerprint (so a later ForkCDR twin gets the next number), counts as received over AMI rather
-# than recovered, and, unless already sent, carries the frame's headers.
-ADOPT_CDR_SQL = """
-UPDATE cdr SET fingerprint = ?4, source = ?5, linkedid = coalesce(linkedid, ?7),
-               raw = CASE WHEN state = 'pending' THEN ?8 ELSE raw END
- WHERE dedupe_key = ?2 AND fingerprint IS NULL
-"""
-
-APPEND_RECORDING_SQL = """
-INSERT OR IGNORE INTO recording (path, size, mtime, sha256, detected_at, uniqueid, linkedid,
-                                 state, attempts, next_attempt_at, updated_at)
-VALUES (:path, :size, :mtime, :sha256, :detected_at, :uniqueid, :linkedid,
-        'pending', 0, :detected_at, :detected_at)
-"""
-
-SAVE_POSITION_SQL = """
-INSERT INTO csv_position (path, inode, offset, line, updated_at)
-VALUES (:path, :inode, :offset, :line, :now)
-ON CONFLICT (path) DO UPDATE SET inode = excluded.inode, offset = excluded.offset,
-                                 line = excluded.line, updated_at = excluded.updated_at
-"""
-
-TIME_COLUMN = {Kind.CDR: "received_at", Kind.RECORDING: "detected_at"}
-# The partial index holds pending rows only, so it stays small and cached however many sent rows
-# pile up; naming it keeps the planner from ever scanning the table instead.
-PENDING_INDEX = {Kind.CDR: "INDEXED BY ix_cdr_pending", Kind.RECORDING: "INDEXED BY ix_recording_pending"}
 T = TypeVar("T")
 
 
@@ -108,18 +89,23 @@ def _position_params(position: CsvPosition) -> dict[str, Any]:
     }
 
 
-def _ids_json(ids: Sequence[int]) -> str:
+def _ids_json(ids: Collection[int]) -> str:
     return json.dumps([int(i) for i in ids])
 
 
+def _due_params(limit: int, exclude: Collection[int]) -> dict[str, Any]:
+    return {"now": utc_now(), "exclude": _ids_json(exclude), "limit": limit}
+
+
 class Store:
-    """The outbox: append, claim, settle, resend, purge, stats."""
+    """The outbox: append, read due rows, settle, resend, purge, stats."""
 
     def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
         self._write_lock = asyncio.Lock()
         self._stats_db: aiosqlite.Connection | None = None
+        self._stats_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -144,12 +130,15 @@ class Store:
         await self._db.close()
 
     async def _stats_read(self, sql: str, params: Any = ()) -> list[Any]:
-        # Counting a large table takes a while: a connection of its own keeps appends and claims
+        # Counting a large table takes a while: a connection of its own keeps appends and due reads
         # from queueing behind it (WAL gives it a consistent snapshot of committed rows).
         try:
-            if self._stats_db is None:
-                self._stats_db = await aiosqlite.connect(self.path, isolation_level=None)
-                await self._stats_db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            # Opened once, under a lock: two first readers (the stats refresh and the stats log
+            # start together) would each open one, and the loser's thread would leak.
+            async with self._stats_lock:
+                if self._stats_db is None:
+                    self._stats_db = await aiosqlite.connect(self.path, isolation_level=None)
+                    await self._stats_db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cursor = await self._stats_db.execute(sql, params)
             return list(await cursor.fetchall())
         except sqlite3.Error as error:
@@ -169,19 +158,6 @@ class Store:
                 await self._rollback()
                 raise
         return result
-
-    async def _statement(self, sql: str, params: Any) -> list[Any]:
-        """Run one write statement as its own transaction; return the rows it returns.
-
-        A single statement in autocommit mode is atomic by itself, so it needs no BEGIN and
-        COMMIT: one trip to SQLite's thread instead of four, which is what bounds how fast a busy
-        drainer can claim and settle rows.
-        """
-        async with self._write_lock:
-            try:
-                return list(await self._db.execute_fetchall(sql, params))
-            except sqlite3.Error as error:
-                raise OutboxError(f"outbox write failed: {error}") from error
 
     async def _transaction(self, statements: Sequence[tuple[str, Any]]) -> list[int]:
         """Run statements in one write transaction; return each one's changed-row count."""
@@ -267,37 +243,15 @@ class Store:
         (changed,) = await self._transaction([(APPEND_RECORDING_SQL, params)])
         return changed
 
-    async def _claim(self, kind: Kind, columns: str, limit: int, lease_s: float) -> list[Any]:
-        # Claiming pushes next_attempt_at past a lease, so a second claim cannot take the same
-        # rows while a send is in flight; a crash simply lets the lease expire.
-        sql = (
-            f"UPDATE {kind.value} SET next_attempt_at = :lease WHERE id IN ("
-            f" SELECT id FROM {kind.value} {PENDING_INDEX[kind]}"
-            " WHERE state = 'pending' AND next_attempt_at <= :now"
-            f" ORDER BY id LIMIT :limit) RETURNING {columns}"
-        )
-        params = {"lease": utc_in(lease_s), "now": utc_now(), "limit": limit}
-        return sorted(await self._statement(sql, params), key=lambda row: row[0])
-
-    async def claim_cdrs(self, limit: int, lease_s: float = 120.0) -> list[CdrRow]:
-        """Claim due pending CDRs, oldest first."""
-        rows = await self._claim(Kind.CDR, CDR_COLUMNS, limit, lease_s)
-        return [cdr_from_row(row) for row in rows]
-
-    async def claim_recordings(self, limit: int, lease_s: float = 600.0) -> list[RecordingRow]:
-        """Claim due pending recordings, oldest first."""
-        rows = await self._claim(Kind.RECORDING, RECORDING_COLUMNS, limit, lease_s)
-        return [recording_from_row(row) for row in rows]
-
     async def mark_sent(self, kind: Kind, ids: Sequence[int]) -> int:
         """Mark pending rows delivered."""
         if not ids:
             return 0
         now = utc_now()
         sql = (
-            f"UPDATE {kind.value} SET state = 'sent', sent_at = :now, updated_at = :now,"
+            f"UPDATE {kind.value} SET state = {SENT}, sent_at = :now, updated_at = :now,"
             " last_error = NULL"
-            " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(:ids))"
+            f" WHERE state = {PENDING} AND id IN (SELECT value FROM json_each(:ids))"
         )
         (changed,) = await self._transaction([(sql, {"now": now, "ids": _ids_json(ids)})])
         return changed
@@ -305,8 +259,8 @@ class Store:
     async def mark_recording_sent(self, row_id: int, sha256: str) -> int:
         """Mark a pending recording delivered and keep the sha256 of the bytes it was sent with."""
         sql = (
-            "UPDATE recording SET state = 'sent', sha256 = :sha256, sent_at = :now, updated_at = :now,"
-            " last_error = NULL WHERE state = 'pending' AND id = :id"
+            f"UPDATE {RECORDING_TABLE} SET state = {SENT}, sha256 = :sha256, sent_at = :now,"
+            f" updated_at = :now, last_error = NULL WHERE state = {PENDING} AND id = :id"
         )
         (changed,) = await self._transaction([(sql, {"sha256": sha256, "now": utc_now(), "id": row_id})])
         return changed
@@ -314,8 +268,8 @@ class Store:
     async def mark_filtered(self, kind: Kind, reasons: Mapping[int, str]) -> int:
         """Mark pending rows filtered, each with the reason."""
         sql = (
-            f"UPDATE {kind.value} SET state = 'filtered', filter_reason = :reason,"
-            " updated_at = :now WHERE state = 'pending' AND id = :id"
+            f"UPDATE {kind.value} SET state = {FILTERED}, filter_reason = :reason,"
+            f" updated_at = :now WHERE state = {PENDING} AND id = :id"
         )
         now = utc_now()
         params = [{"id": i, "reason": reason, "now": now} for i, reason in reasons.items()]
@@ -327,8 +281,8 @@ class Store:
     async def mark_failed(self, kind: Kind, errors: Mapping[int, str]) -> int:
         """Mark pending rows failed, each with the API's answer."""
         sql = (
-            f"UPDATE {kind.value} SET state = 'failed', attempts = attempts + 1,"
-            " last_error = :error, updated_at = :now WHERE state = 'pending' AND id = :id"
+            f"UPDATE {kind.value} SET state = {FAILED}, attempts = attempts + 1,"
+            f" last_error = :error, updated_at = :now WHERE state = {PENDING} AND id = :id"
         )
         now = utc_now()
         params = [{"id": i, "error": error, "now": now} for i, error in errors.items()]
@@ -344,21 +298,10 @@ class Store:
         sql = (
             f"UPDATE {kind.value} SET attempts = attempts + 1, next_attempt_at = :due,"
             " last_error = :error, updated_at = :now"
-            " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(:ids))"
+            f" WHERE state = {PENDING} AND id IN (SELECT value FROM json_each(:ids))"
         )
         params = {"due": utc_in(delay_s), "error": error, "now": utc_now(), "ids": _ids_json(ids)}
         (changed,) = await self._transaction([(sql, params)])
-        return changed
-
-    async def release(self, kind: Kind, ids: Sequence[int]) -> int:
-        """Make claimed rows due at once again, without counting an attempt (e.g. on shutdown)."""
-        if not ids:
-            return 0
-        sql = (
-            f"UPDATE {kind.value} SET next_attempt_at = :now"
-            " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(:ids))"
-        )
-        (changed,) = await self._transaction([(sql, {"now": utc_now(), "ids": _ids_json(ids)})])
         return changed
 
     async def defer(self, kind: Kind, ids: Sequence[int], delay_s: float) -> int:
@@ -367,46 +310,31 @@ class Store:
             return 0
         sql = (
             f"UPDATE {kind.value} SET next_attempt_at = :due"
-            " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(:ids))"
+            f" WHERE state = {PENDING} AND id IN (SELECT value FROM json_each(:ids))"
         )
         (changed,) = await self._transaction([(sql, {"due": utc_in(delay_s), "ids": _ids_json(ids)})])
-        return changed
-
-    async def release_all(self, kind: Kind) -> int:
-        """Make every pending row due now: at start-up no claim of a previous run is still live."""
-        sql = (
-            f"UPDATE {kind.value} SET next_attempt_at = :now"
-            " WHERE state = 'pending' AND next_attempt_at > :now"
-        )
-        (changed,) = await self._transaction([(sql, {"now": utc_now()})])
         return changed
 
     async def due_summary(
         self, kind: Kind, limit: int, exclude: Collection[int] = ()
     ) -> tuple[int, str | None]:
         """How many pending rows are due (counting at most `limit`), and when the oldest arrived."""
+        due = due_sql(kind, TIME_COLUMN[kind])
         rows = await self._read(
-            f"SELECT count(*), min({TIME_COLUMN[kind]}) FROM (SELECT {TIME_COLUMN[kind]} FROM {kind.value}"
-            f" {PENDING_INDEX[kind]} WHERE state = 'pending' AND next_attempt_at <= ?"
-            " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?)",
-            (utc_now(), _ids_json(list(exclude)), limit),
+            f"SELECT count(*), min({TIME_COLUMN[kind]}) FROM ({due})", _due_params(limit, exclude)
         )
         count, oldest = rows[0]
         return int(count), oldest
 
     async def due_cdrs(self, limit: int, exclude: Collection[int] = ()) -> list[CdrRow]:
-        """Due pending CDRs, oldest first, leaving out `exclude` (the caller's rows in flight).
-
-        Unlike claim_cdrs this writes nothing: the one `connector run` that may own the outbox
-        keeps its rows in flight in memory, and a crash leaves nothing to expire.
-        """
-        rows = await self._read(
-            f"SELECT {CDR_COLUMNS} FROM cdr {PENDING_INDEX[Kind.CDR]}"
-            " WHERE state = 'pending' AND next_attempt_at <= ?"
-            " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
-            (utc_now(), _ids_json(list(exclude)), limit),
-        )
+        """Due pending CDRs, oldest first, leaving out `exclude` (the caller's rows in flight)."""
+        rows = await self._read(due_sql(Kind.CDR, CDR_COLUMNS), _due_params(limit, exclude))
         return [cdr_from_row(row) for row in rows]
+
+    async def due_recordings(self, limit: int, exclude: Collection[int] = ()) -> list[RecordingRow]:
+        """Due pending recordings, oldest first, leaving out `exclude` (the caller's rows in flight)."""
+        rows = await self._read(due_sql(Kind.RECORDING, RECORDING_COLUMNS), _due_params(limit, exclude))
+        return [recording_from_row(row) for row in rows]
 
     async def resend(
         self,
@@ -415,7 +343,7 @@ class Store:
         since: str | None = None,
     ) -> int:
         """Move failed rows back to pending, due now; return how many moved."""
-        conditions = ["state = 'failed'"]
+        conditions = [f"state = {FAILED}"]
         params: dict[str, Any] = {"now": utc_now()}
         if ids:
             conditions.append("id IN (SELECT value FROM json_each(:ids))")
@@ -426,7 +354,7 @@ class Store:
         where = " AND ".join(conditions)
         statements = [
             (
-                f"UPDATE {kind.value} SET state = 'pending', next_attempt_at = :now,"
+                f"UPDATE {kind.value} SET state = {PENDING}, next_attempt_at = :now,"
                 f" updated_at = :now WHERE {where}",
                 params,
             )
@@ -439,7 +367,7 @@ class Store:
         cutoff = utc_in(-older_than_s)
         statements = [
             (
-                f"DELETE FROM {kind.value} WHERE state IN ('sent', 'filtered') AND updated_at < :cutoff",
+                f"DELETE FROM {kind.value} WHERE state IN ({SENT}, {FILTERED}) AND updated_at < :cutoff",
                 {"cutoff": cutoff},
             )
             for kind in Kind
@@ -448,12 +376,16 @@ class Store:
 
     async def csv_position(self, path: str) -> CsvPosition | None:
         """Where the CSV follower of `path` stopped, if it ever read it."""
-        rows = await self._read("SELECT path, inode, offset, line FROM csv_position WHERE path = ?", (path,))
+        rows = await self._read(
+            f"SELECT path, inode, offset, line FROM {CSV_POSITION_TABLE} WHERE path = ?", (path,)
+        )
         return CsvPosition(*rows[0]) if rows else None
 
     async def cdrs_by_uniqueid(self, uniqueid: str) -> list[CdrRow]:
         """Every stored CDR of a channel, oldest first."""
-        rows = await self._read(f"SELECT {CDR_COLUMNS} FROM cdr WHERE uniqueid = ? ORDER BY id", (uniqueid,))
+        rows = await self._read(
+            f"SELECT {CDR_COLUMNS} FROM {CDR_TABLE} WHERE uniqueid = ? ORDER BY id", (uniqueid,)
+        )
         return [cdr_from_row(row) for row in rows]
 
     async def cdrs_of_channel(self, uniqueid: str) -> list[CdrRow]:
@@ -465,8 +397,8 @@ class Store:
         # so this scans the (small, covering) uniqueid index, and only when the exact match failed.
         suffix = "-" + uniqueid
         found = await self._read(
-            f"SELECT {CDR_COLUMNS} FROM cdr WHERE id IN"
-            " (SELECT id FROM cdr WHERE substr(uniqueid, ?) = ?) ORDER BY id",
+            f"SELECT {CDR_COLUMNS} FROM {CDR_TABLE} WHERE id IN"
+            f" (SELECT id FROM {CDR_TABLE} WHERE substr(uniqueid, ?) = ?) ORDER BY id",
             (-len(suffix), suffix),
         )
         return [cdr_from_row(row) for row in found]
@@ -474,7 +406,7 @@ class Store:
     async def get_cdrs(self, ids: Sequence[int]) -> list[CdrRow]:
         """The CDR rows with these ids, oldest first."""
         rows = await self._read(
-            f"SELECT {CDR_COLUMNS} FROM cdr WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            f"SELECT {CDR_COLUMNS} FROM {CDR_TABLE} WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
             (_ids_json(ids),),
         )
         return [cdr_from_row(row) for row in rows]
@@ -482,7 +414,7 @@ class Store:
     async def get_recordings(self, ids: Sequence[int]) -> list[RecordingRow]:
         """The recording rows with these ids, oldest first."""
         rows = await self._read(
-            f"SELECT {RECORDING_COLUMNS} FROM recording"
+            f"SELECT {RECORDING_COLUMNS} FROM {RECORDING_TABLE}"
             " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
             (_ids_json(ids),),
         )
@@ -490,7 +422,9 @@ class Store:
 
     async def mark_deleted(self, ids: Sequence[int]) -> int:
         """Note that recording files were deleted after upload."""
-        sql = "UPDATE recording SET deleted_at = :now WHERE id IN (SELECT value FROM json_each(:ids))"
+        sql = (
+            f"UPDATE {RECORDING_TABLE} SET deleted_at = :now WHERE id IN (SELECT value FROM json_each(:ids))"
+        )
         (changed,) = await self._transaction([(sql, {"now": utc_now(), "ids": _ids_json(ids)})])
         return changed
 
@@ -505,15 +439,15 @@ class Store:
                 counts[State(state)] = count
             # Ids grow with arrival time, so the partial pending index finds the oldest at once.
             oldest_rows = await self._stats_read(
-                f"SELECT {TIME_COLUMN[kind]} FROM {kind.value} {PENDING_INDEX[kind]}"
-                " WHERE state = 'pending' ORDER BY id LIMIT 1"
+                f"SELECT {TIME_COLUMN[kind]} FROM {kind.value} INDEXED BY {PENDING_INDEX[kind]}"
+                f" WHERE state = {PENDING} ORDER BY id LIMIT 1"
             )
             oldest = oldest_rows[0][0] if oldest_rows else None
             tables[kind] = TableStats(counts=counts, oldest_pending_at=oldest)
         failures = [
             FailedRow(Kind(kind), row_id, attempts, error, failed_at)
             for row_id, kind, attempts, error, failed_at in await self._stats_read(
-                "SELECT id, kind, attempts, last_error, failed_at FROM failed"
+                f"SELECT id, kind, attempts, last_error, failed_at FROM {FAILED_VIEW}"
                 " ORDER BY failed_at DESC, id DESC LIMIT ?",
                 (recent_failures,),
             )

@@ -1,5 +1,9 @@
-"""What goes with a recording to the API, and what happens to the file after: its stable id, the
-form fields, the content type, the call it belongs to, and deletion after a delivered upload."""
+"""The pieces of a recording upload, apart from the loop (connector.recordings.uploader).
+
+What goes with a recording to the API, and what happens to the file after: its stable id, the
+form fields, the content type, the call it belongs to, and deletion after a delivered upload.
+No outbox and no HTTP here: the uploader reads the rows and the API client sends the request.
+"""
 
 from __future__ import annotations
 

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from connector.ami.client import AmiClient
+from connector.demo.ami_server import AmiUser
 from connector.metrics import REGISTRY
 from connector.outbox.records import Headers
 from connector.outbox.store import Store
-from connector.sim.ami_server import AmiUser, FakeAmiServer
+from tests.doubles.ami_server import FakeAmiServer
 
 USER, SECRET = "connector", "s3cret"
 MakeClient = Callable[..., tuple[AmiClient, list[Headers]]]
@@ -97,4 +98,6 @@ def make_client(server: FakeAmiServer, running: Running) -> Callable[..., tuple[
 
 async def barrier(client: AmiClient) -> None:
     """Return once everything the server wrote before now has been read by the client."""
-    await client.send_action({"Action": "Ping"}, 10)
+    session = client.session
+    assert session is not None, "barrier() needs a logged-in client"
+    await session.send_action({"Action": "Ping"}, 10)

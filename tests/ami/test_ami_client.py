@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from connector.ami.client import AmiClient, AmiSession, LoginRefused, backoff_delay
+from connector.ami.client import AmiClient, AmiSession
+from connector.demo.ami_server import AmiUser, encode_frame
+from connector.demo.ports import free_port
+from connector.errors import LoginRefused
 from connector.outbox.records import Headers
-from connector.sim.ami_server import (
-    CDR_STATUS_SUSPENDED,
-    AmiUser,
-    FakeAmiServer,
-    encode_frame,
-    synthetic_cdrs,
-)
 from tests.ami.conftest import SECRET, USER, Delta, MakeClient, Running, barrier, metric
+from tests.doubles.ami_server import CDR_STATUS_SUSPENDED, FakeAmiServer, synthetic_cdrs
 
 DISCONNECTIONS = "ami_disconnections_total"
 DISCONNECTED_SECONDS = "ami_disconnected_seconds_total"
 LOGIN_FAILURES = "ami_login_failures_total"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def test_login_events_and_commands(server: FakeAmiServer, make_client: MakeClient) -> None:
@@ -41,10 +30,12 @@ async def test_login_events_and_commands(server: FakeAmiServer, make_client: Mak
     assert metric("ami_connection_status") == 1
     login = server.logged_in[0].actions[0]
     assert login["username"] == USER and login["events"] == "cdr,system"
-    status = await client.command("cdr show status")
+    session = client.session
+    assert session is not None
+    status = await session.command("cdr show status")
     assert "    cdr_manager" in status
     server.commands["cdr show status"] = CDR_STATUS_SUSPENDED
-    assert "    cdr_manager (suspended)" in await client.command("cdr show status")
+    assert "    cdr_manager (suspended)" in await session.command("cdr show status")
     await server.send_cdrs(3)
     await barrier(client)
     assert [dict(h)["UniqueID"] for h in received] == [f"1795700000.{i}" for i in range(3)]
@@ -125,14 +116,6 @@ async def test_a_refused_login_is_logged_once_and_retried_with_backoff(
     assert not client.connected
 
 
-async def test_backoff_is_full_jitter_capped() -> None:
-    assert backoff_delay(0, 1.0, 30.0, lambda: 1.0) == 1.0
-    assert backoff_delay(3, 1.0, 30.0, lambda: 1.0) == 8.0
-    assert backoff_delay(10, 1.0, 30.0, lambda: 1.0) == 30.0
-    assert backoff_delay(500, 1.0, 30.0, lambda: 0.5) == 15.0
-    assert backoff_delay(4, 1.0, 30.0, lambda: 0.0) == 0.0
-
-
 async def test_shutdown_event_makes_the_client_reconnect(
     server: FakeAmiServer, make_client: MakeClient
 ) -> None:
@@ -186,12 +169,6 @@ async def test_session_reports_a_refused_login(server: FakeAmiServer) -> None:
     with pytest.raises(LoginRefused, match="Authentication failed"):
         await session.login(USER, "wrong")
     await asyncio.wait_for(session.lost, 5)
-
-
-async def test_send_action_without_a_session_fails(running: Running) -> None:
-    client = AmiClient("127.0.0.1", 9, USER, SECRET, lambda _: None)
-    with pytest.raises(ConnectionError):
-        await client.send_action({"Action": "Ping"})
 
 
 async def test_a_saturated_writer_pauses_reading(server: FakeAmiServer, make_client: MakeClient) -> None:

@@ -8,17 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from connector.sim.ami_server import (
+from connector.demo.ami_server import AmiUser, encode_frame, parse_mask
+from tests.ami.conftest import SECRET, USER
+from tests.doubles.ami_server import (
     CDR_STATUS_SUSPENDED,
-    AmiUser,
     FakeAmiServer,
-    encode_frame,
-    parse_mask,
     synthetic_cdrs,
     transcript_events,
     transcript_frames,
 )
-from tests.ami.conftest import SECRET, USER
 from tests.paths import AMI_FIXTURES
 
 

@@ -20,8 +20,9 @@ from connector.api.client import (
     idempotency_key,
     parse_retry_after,
 )
+from connector.api.multipart import FileState
 from connector.config import load_settings
-from connector.errors import AuthRefused, Rejected, RetryLater
+from connector.errors import AuthRefused, FileChanged, FileProblem, Rejected, RetryLater
 from connector.metrics import API_AUTH_FAILURES, API_REQUEST_DURATION, REGISTRY
 
 KEY = "sk_" + "K" * 32
@@ -305,10 +306,44 @@ async def test_upload_answers_are_classified(
                 await client.upload_recording(audio, {}, "audio/wav")
 
 
-async def test_upload_of_a_missing_file_raises_os_error(tmp_path: Path) -> None:
-    async with client_for(answer(200)) as client:
-        with pytest.raises(FileNotFoundError):
-            await client.upload_recording(tmp_path / "gone.wav", {}, "audio/wav")
+async def upload_problem(path: Path, expected: FileState | None = None) -> FileProblem:
+    """Upload `path` and return the FileProblem raised; fail if anything was sent."""
+    transport = StreamingTransport()
+    async with streaming_client(transport) as client:
+        with pytest.raises(FileProblem) as caught:
+            await client.upload_recording(path, {}, "audio/wav", expected=expected)
+    assert transport.requests == []
+    return caught.value
+
+
+async def test_upload_of_a_vanished_file_raises_file_problem(tmp_path: Path) -> None:
+    problem = await upload_problem(tmp_path / "gone.wav")
+    assert str(problem) == "file vanished before upload"
+    assert not isinstance(problem, FileChanged)
+
+
+async def test_upload_of_a_symlink_raises_file_problem(tmp_path: Path) -> None:
+    target = tmp_path / "real.wav"
+    target.write_bytes(b"RIFF" * 10)
+    link = tmp_path / "a.wav"
+    link.symlink_to(target)
+    problem = await upload_problem(link)
+    assert str(problem) == "the file was replaced by a symbolic link; not following it"
+
+
+async def test_upload_of_a_changed_file_raises_file_changed(tmp_path: Path) -> None:
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF" * 10)
+    detected = audio.stat()
+    problem = await upload_problem(audio, FileState(detected.st_size - 1, detected.st_mtime))
+    assert isinstance(problem, FileChanged)
+    assert str(problem) == "file changed since it was detected (39 bytes then, 40 now)"
+
+
+async def test_upload_of_something_not_a_regular_file_raises_file_problem(tmp_path: Path) -> None:
+    folder = tmp_path / "a.wav"
+    folder.mkdir()
+    assert str(await upload_problem(folder)) == "cannot read the file: not a regular file"
 
 
 async def test_upload_of_a_file_that_shrinks_retries_later(tmp_path: Path) -> None:

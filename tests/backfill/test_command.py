@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from connector.ami.listener import new_cdr
-from connector.backfill.command import Progress, add_backfill_parser
-from connector.cli import UserError, build_parser, main
+from connector.ami.ingest import new_cdr
+from connector.backfill.command import add_backfill_parser, import_progress
+from connector.cli import build_parser, main
+from connector.errors import UserError
 from connector.outbox.store import Store
+from connector.progress import Progress
 from tests.backfill.helpers import csv_line, rows, write
 from tests.cdr.helpers import CUSTOM_LAYOUT, paired_ami
 from tests.paths import PAIRED_FIXTURES
@@ -121,10 +123,11 @@ def test_progress_bar_on_a_terminal() -> None:
             return True
 
     stream = Terminal()
-    progress = Progress(1000, stream)
-    progress.update(500, 10)
-    progress.update(1000, 20)
-    progress.finish()
+    display = Progress(stream)
+    update = import_progress(1000, display)
+    update(500, 10)
+    update(1000, 20)
+    display.end()
 
     shown = stream.getvalue()
     assert shown.startswith("\r[" + "#" * 15 + "-" * 15 + "]  50%  10 lines")
@@ -134,10 +137,11 @@ def test_progress_bar_on_a_terminal() -> None:
 
 def test_plain_progress_lines_every_ten_percent() -> None:
     stream = io.StringIO()
-    progress = Progress(100, stream)
+    display = Progress(stream)
+    update = import_progress(100, display)
     for done in range(0, 101, 5):
-        progress.update(done, done)
-    progress.finish()
+        update(done, done)
+    display.end()
 
     assert [line.split("%")[0] for line in stream.getvalue().splitlines()] == [
         f"backfill: {percent}" for percent in range(10, 101, 10)

@@ -12,7 +12,8 @@ import pytest
 from connector.backfill.command import import_file
 from connector.backfill.follower import CsvFollower
 from connector.backfill.lines import LineParser
-from connector.config import ConfigError, load_settings
+from connector.config import load_settings
+from connector.errors import ConfigError
 from connector.metrics import REGISTRY
 from connector.outbox.records import CsvPosition
 from connector.outbox.store import Store

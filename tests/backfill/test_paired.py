@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.ami.listener import new_cdr
+from connector.ami.ingest import new_cdr
 from connector.backfill.command import import_file
 from connector.backfill.follower import CsvFollower
 from connector.backfill.lines import LineParser, check_layout

@@ -10,11 +10,18 @@ from connector.cdr.identity import (
     canonical_identity,
     dedupe_key,
     event_id,
+    fingerprint_of_json,
     first_wins,
-    frame_fingerprint,
+    headers_json,
+    linked_id,
 )
 from connector.outbox.records import Headers
 from tests.cdr.helpers import CUSTOM_LAYOUT, csv_rows, paired_ami
+
+
+def frame_fingerprint(headers: Headers) -> str:
+    """The fingerprint exactly as the ingest writer computes it: over the stored `raw` JSON."""
+    return fingerprint_of_json(headers_json(headers))
 
 
 def test_canonical_fields_are_the_design_list() -> None:
@@ -116,3 +123,10 @@ def test_identity_and_fingerprint_never_raise(fields: dict[str, str]) -> None:
     assert len(canonical_identity(fields)) == 32
     assert len(frame_fingerprint(headers)) == 32
     assert len(event_id(canonical_identity(headers) + "#1")) == 32
+
+
+def test_linked_id_takes_the_first_mapped_spelling_trimmed() -> None:
+    assert linked_id({"LinkedID": " 1.5 "}) == "1.5"
+    assert linked_id({"Linkedid": "1.6"}) == linked_id({"linkedid": "1.6"}) == "1.6"
+    assert linked_id({"LinkedID": "  ", "linkedid": "1.7"}) == "1.7"
+    assert linked_id({"UniqueID": "1.8"}) == ""

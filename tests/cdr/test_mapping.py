@@ -1,4 +1,4 @@
-"""AMI Cdr headers → the API's CDR object (api-contract.md)."""
+"""AMI Cdr headers → the API's CDR object (README: "What each CDR becomes")."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from connector.cdr.mapping import (
     raw_object,
 )
 from connector.config import load_settings
+from connector.demo.receiver_state import cdr_problem
 from connector.outbox.records import CdrRow, Headers
-from connector.sim.receiver_state import cdr_problem
 from tests.cdr.helpers import all_fixture_cdrs, paired_ami
 
 INTERNAL = re.compile(r"^[0-9]{2,6}$")

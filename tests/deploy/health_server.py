@@ -60,10 +60,3 @@ def health_server(
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (bound, read and released)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])

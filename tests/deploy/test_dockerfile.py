@@ -18,8 +18,9 @@ import pytest
 
 from connector import __version__
 from connector.config import Settings
+from connector.demo.ports import free_port
 from tests.deploy.dockerfile import Instruction, parse
-from tests.deploy.health_server import free_port, health_server
+from tests.deploy.health_server import health_server
 from tests.paths import REPO
 
 DOCKERFILE = REPO / "Dockerfile"

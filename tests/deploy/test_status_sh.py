@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from connector.demo.ports import free_port
 from tests.deploy.fake_host import CDR_STATUS_OUTPUT, STATUS_SH, FakeHost, python_as_python3
-from tests.deploy.health_server import free_port, health_server
+from tests.deploy.health_server import health_server
 from tests.paths import FIXTURES
 
 CONFIG = FIXTURES / "asterisk-config"

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from connector.ami.listener import new_cdr
+from connector.ami.ingest import new_cdr
 from connector.api.client import ApiClient
 from connector.cdr.filters import FilterRules
 from connector.cdr.mapping import MappingOptions
 from connector.drain.cdrs import CdrDrainer, DrainSettings
 from connector.outbox.records import Headers, Kind, State
 from connector.outbox.store import Store
-from connector.sim.receiver import Receiver
+from tests.doubles.receiver import Receiver
 
 KEY = "sk_" + "a" * 32
 OPTIONS = MappingOptions(zone=UTC, internal_pattern=re.compile(r"^[0-9]{2,6}$"))
@@ -141,7 +141,7 @@ async def test_429_retry_after_is_honoured(store: Store, api: ApiClient, receive
     drainer = make_drainer(store, api)
     assert await drainer.run_once() == 5
     assert 1.5 < drainer.gate.paused_for_s <= 2.0
-    assert await store.claim_cdrs(10) == []  # not due before Retry-After
+    assert await store.due_cdrs(10) == []  # not due before Retry-After
     rows = await store.get_cdrs([1, 2, 3, 4, 5])
     assert all(row.state is State.PENDING and row.attempts == 1 for row in rows)
     assert all("429" in (row.last_error or "") for row in rows)
@@ -159,6 +159,9 @@ async def test_poison_row_alone_fails_and_resend_delivers_it(
     assert state[State.SENT] == 499 and state[State.FAILED] == 1
     (failed,) = (await store.stats()).recent_failures
     assert "bad row" in (failed.last_error or "") and "422" in (failed.last_error or "")
+    # The API client's one-line text as it is (it read `HTTP 422: HTTP 422 Unprocessable …` before).
+    assert (failed.last_error or "").startswith("HTTP 422 Unprocessable Entity: ")
+    assert (failed.last_error or "").count("422") == 1
     assert receiver.state.summary()["cdrs"] == 499
 
     receiver.clear_poison()
@@ -169,7 +172,7 @@ async def test_poison_row_alone_fails_and_resend_delivers_it(
 
 
 async def test_refused_key_moves_nothing_to_failed_then_resumes(
-    store: Store, api: ApiClient, receiver: Receiver
+    store: Store, api: ApiClient, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     await fill(store, 30)
     receiver.refuse_key(True)
@@ -180,6 +183,8 @@ async def test_refused_key_moves_nothing_to_failed_then_resumes(
     rows = await store.get_cdrs(list(range(1, 31)))
     assert all(row.attempts == 0 for row in rows)  # an auth pause is not an attempt of the row
     assert drainer.gate.paused_for_s > 0
+    assert "refused the key (HTTP 401 Unauthorized" in caplog.text  # the client's text, said once
+    assert "HTTP 401: " not in caplog.text
 
     receiver.refuse_key(False)
     await drain_until(drainer, lambda: receiver.state.summary()["cdrs"] == 30)

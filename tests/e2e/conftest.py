@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from connector.sim.ami_server import AmiUser, FakeAmiServer
-from connector.sim.receiver import Receiver
+from connector.demo.ami_server import AmiUser
+from tests.doubles.ami_server import FakeAmiServer
+from tests.doubles.receiver import Receiver
 from tests.e2e.harness import AMI_SECRET, AMI_USER, API_KEY
 
 

@@ -5,25 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connector.sim.ami_server import FakeAmiServer
-from connector.sim.receiver import Receiver
+from connector.demo.ports import free_port
+from tests.doubles.ami_server import FakeAmiServer
+from tests.doubles.receiver import Receiver
 
 API_KEY = "sk_" + "e2e" * 10 + "ab"
 AMI_USER = "connector"
 AMI_SECRET = "secret"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def connector_env(data_dir: Path, ami: FakeAmiServer, receiver: Receiver, **extra: str) -> dict[str, str]:

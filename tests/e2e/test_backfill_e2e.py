@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from connector.sim.ami_server import FakeAmiServer, synthetic_cdr
-from connector.sim.receiver import Receiver
 from tests.backfill.helpers import CSV_LAYOUT, append, write
+from tests.doubles.ami_server import FakeAmiServer, synthetic_cdr
+from tests.doubles.receiver import Receiver
 from tests.e2e.harness import (
     ConnectorProcess,
     connector_env,

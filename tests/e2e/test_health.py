@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.sim.ami_server import FakeAmiServer
-from connector.sim.receiver import Receiver
+from tests.doubles.ami_server import FakeAmiServer
+from tests.doubles.receiver import Receiver
 from tests.e2e.harness import (
     AMI_SECRET,
     API_KEY,

@@ -4,7 +4,7 @@
 
 Before each group commit it prints `try RUN FIRST LAST`, and only after append_cdrs returned
 `ok RUN FIRST LAST` (flushed), so the parent knows which rows must have survived a SIGKILL. A
-drainer task claims and marks rows sent meanwhile, so the kill can also land inside those writes.
+drainer task takes due rows and marks rows sent meanwhile, so the kill can also land inside those writes.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ def crash_cdr(run: int, n: int) -> NewCdr:
 
 
 async def drain(store: Store) -> None:
-    """Claim and mark sent, forever."""
+    """Take due rows as the drainer does (leaving out those in flight) and mark them sent, forever."""
+    in_flight: set[int] = set()
     while True:
-        rows = await store.claim_cdrs(25, lease_s=60)
+        rows = await store.due_cdrs(25, in_flight)
+        in_flight.update(row.id for row in rows[1::2])  # sends still in flight when the kill lands
         await store.mark_sent(Kind.CDR, [row.id for row in rows[::2]])
         await asyncio.sleep(0.002)
 

@@ -143,7 +143,7 @@ async def test_upgrade_from_the_first_revision_keeps_rows(outbox_path: Path) -> 
     db.close()
     store = await Store.open(outbox_path)
     try:
-        assert [row.dedupe_key for row in await store.claim_cdrs(10, 60)] == ["k#1"]
+        assert [row.dedupe_key for row in await store.due_cdrs(10)] == ["k#1"]
     finally:
         await store.close()
     assert revision_of(outbox_path) == known_revisions()[1]
@@ -229,7 +229,7 @@ def test_the_comparison_sees_each_kind_of_drift(
 
 async def test_views_answer_plain_sqlite3(store: Store) -> None:
     await store.append_cdrs([build_cdr(n, received_at=f"2026-01-01T00:00:0{n}.000000Z") for n in range(4)])
-    rows = await store.claim_cdrs(3, 60)
+    rows = await store.due_cdrs(3)
     await store.mark_sent(Kind.CDR, [rows[0].id])
     await store.mark_failed(Kind.CDR, {rows[1].id: "422 bad destination"})
     await store.mark_filtered(Kind.CDR, {rows[2].id: "zero duration"})
@@ -251,7 +251,7 @@ async def test_views_answer_the_sqlite3_shell(store: Store) -> None:
     if not await asyncio.to_thread(Path(shell).exists):
         pytest.skip("no sqlite3 shell installed")
     await store.append_cdrs([build_cdr(1)])
-    (row,) = await store.claim_cdrs(1, 60)
+    (row,) = await store.due_cdrs(1)
     await store.mark_failed(Kind.CDR, {row.id: "rejected"})
     query = "SELECT kind, state, rows FROM backlog; SELECT kind, last_error FROM failed;"
     result = await asyncio.to_thread(

@@ -1,4 +1,4 @@
-"""Store behaviour worth naming: dedupe by identity, the claim index, no row claimed twice."""
+"""Store behaviour worth naming: dedupe by identity, the due reads' index, no row taken twice."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from connector.errors import OutboxError
-from connector.outbox.records import Kind, NewCdr, NewRecording, State
+from connector.outbox.records import CdrRow, Kind, NewCdr, NewRecording, RecordingRow, State
 from connector.outbox.store import Store
 from tests.conftest import build_cdr
 
@@ -82,75 +82,118 @@ async def _fill_mostly_sent(store: Store, total: int, pending: int) -> None:
     """`total` rows of each kind, all sent but the newest `pending`."""
     await store.append_cdrs([build_cdr(n) for n in range(total)])
     await store.append_recordings([NewRecording(f"/spool/{n}.wav", 2048, 1.0, PAST) for n in range(total)])
-    settled_cdrs = await store.claim_cdrs(total - pending, lease_s=60)
+    settled_cdrs = await store.due_cdrs(total - pending)
     await store.mark_sent(Kind.CDR, [row.id for row in settled_cdrs])
-    settled_recordings = await store.claim_recordings(total - pending, lease_s=60)
+    settled_recordings = await store.due_recordings(total - pending)
     await store.mark_sent(Kind.RECORDING, [row.id for row in settled_recordings])
-    for kind in Kind:
-        await store.release_all(kind)
 
 
-async def _claim_statement(store: Store, kind: Kind) -> str:
-    """The claim statement exactly as SQLite ran it (parameters bound)."""
+async def _due_statements(store: Store, kind: Kind) -> list[str]:
+    """The due reads exactly as SQLite ran them (parameters bound): the rows, then the summary."""
     seen: list[str] = []
     await store._db.set_trace_callback(seen.append)
     try:
-        await (store.claim_cdrs if kind is Kind.CDR else store.claim_recordings)(10, 60)
+        await (store.due_cdrs if kind is Kind.CDR else store.due_recordings)(10, [1, 2])
+        await store.due_summary(kind, 10, [1, 2])
     finally:
         await store._db.set_trace_callback(None)  # type: ignore[arg-type]
-    return next(sql for sql in seen if sql.lstrip().upper().startswith(f"UPDATE {kind.value.upper()}"))
+    return [sql for sql in seen if "next_attempt_at" in sql]
 
 
 @pytest.mark.parametrize("kind", Kind)
-async def test_the_claim_query_uses_the_partial_pending_index(store: Store, kind: Kind) -> None:
+async def test_the_due_reads_use_the_partial_pending_index(store: Store, kind: Kind) -> None:
     await _fill_mostly_sent(store, total=2000, pending=40)
-    statement = await _claim_statement(store, kind)
+    statements = await _due_statements(store, kind)
     with sqlite3.connect(store.path) as db:
-        plan = " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}"))
+        plans = [
+            " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}"))
+            for statement in statements
+        ]
     db.close()
-    assert f"ix_{kind.value}_pending" in plan, plan
+    assert len(plans) == 2
+    for plan in plans:
+        assert f"ix_{kind.value}_pending" in plan, plan
 
 
-async def test_the_claim_statement_is_captured(store: Store) -> None:
-    # Guards the test above: it must look at the real claim statement, not at nothing.
+async def test_the_due_statements_are_captured(store: Store) -> None:
+    # Guards the test above: it must look at the real due reads, not at nothing.
     await _fill_mostly_sent(store, total=30, pending=5)
-    statement = await _claim_statement(store, Kind.CDR)
-    assert "state = 'pending'" in statement
-    assert "LIMIT 10" in statement
+    rows, summary = await _due_statements(store, Kind.CDR)
+    for statement in (rows, summary):
+        assert statement.lstrip().upper().startswith("SELECT")
+        assert "state = 'pending'" in statement
+        assert "LIMIT 10" in statement
+        assert "json_each('[1, 2]')" in statement
+    assert "count(*)" in summary
 
 
-async def test_concurrent_claims_never_share_a_row(outbox_path: Path) -> None:
-    stores = [await Store.open(outbox_path) for _ in range(4)]
-    try:
-        await stores[0].append_cdrs([build_cdr(n) for n in range(1500)])
-        rng = random.Random(1)
+async def test_rows_in_flight_are_never_taken_twice(store: Store) -> None:
+    # What both drainers do: one taker reads due rows without those in flight, deliveries settle
+    # them concurrently and only then leave the in-flight set.
+    await store.append_cdrs([build_cdr(n) for n in range(1500)])
+    rng = random.Random(1)
+    in_flight: set[int] = set()
+    taken: list[int] = []
 
-        async def claimer(store: Store) -> list[int]:
-            taken: list[int] = []
-            while rows := await store.claim_cdrs(rng.randint(1, 40), lease_s=600):
-                taken += [row.id for row in rows]
-                await store.mark_sent(Kind.CDR, [row.id for row in rows[::3]])
-            return taken
+    async def deliver(ids: list[int]) -> None:
+        await asyncio.sleep(rng.uniform(0, 0.01))
+        await store.mark_sent(Kind.CDR, ids)
+        in_flight.difference_update(ids)
 
-        results = await asyncio.gather(*(claimer(store) for store in stores))
-        claimed = [row_id for taken in results for row_id in taken]
-        assert len(claimed) == len(set(claimed)) == 1500
-        counts = (await stores[0].stats()).tables[Kind.CDR].counts
-        assert counts[State.SENT] + counts[State.PENDING] == 1500
-    finally:
-        for store in stores:
-            await store.close()
+    async with asyncio.TaskGroup() as deliveries:
+        while True:
+            rows = await store.due_cdrs(rng.randint(1, 40), in_flight)
+            if not rows and not in_flight:
+                break
+            ids = [row.id for row in rows]
+            assert not in_flight & set(ids)
+            in_flight.update(ids)
+            taken += ids
+            deliveries.create_task(deliver(ids))
+            await asyncio.sleep(0)
+    assert len(taken) == len(set(taken)) == 1500
+    counts = (await store.stats()).tables[Kind.CDR].counts
+    assert counts[State.SENT] == 1500
 
 
-async def test_claims_are_oldest_first_and_leased(store: Store) -> None:
+@pytest.mark.parametrize("kind", Kind)
+async def test_due_reads_are_oldest_first_and_skip_rows_in_flight(store: Store, kind: Kind) -> None:
     await store.append_cdrs([build_cdr(n) for n in range(5)])
-    first = await store.claim_cdrs(2, lease_s=600)
-    second = await store.claim_cdrs(10, lease_s=600)
+    await store.append_recordings([NewRecording(f"/spool/{n}.wav", 2048, 1.0, PAST) for n in range(5)])
+    due = store.due_cdrs if kind is Kind.CDR else store.due_recordings
+    first = await due(2)
     assert [row.id for row in first] == [1, 2]
-    assert [row.id for row in second] == [3, 4, 5]
-    assert await store.claim_cdrs(10, lease_s=600) == []
-    await store.release(Kind.CDR, [2])
-    assert [row.id for row in await store.claim_cdrs(10, lease_s=600)] == [2]
+    assert [row.id for row in await due(10, [1, 2])] == [3, 4, 5]
+    assert [row.id for row in await due(2, [1, 3])] == [2, 4]
+    assert await due(10, [1, 2, 3, 4, 5]) == []
+    assert await store.due_summary(kind, 10, [1, 2, 3]) == (2, PAST)  # build_cdr's received_at
+    assert [row.id for row in await due(10)] == [1, 2, 3, 4, 5]  # reading wrote nothing
+
+
+@pytest.mark.parametrize("kind", Kind)
+async def test_a_rescheduled_row_stays_put_off_across_a_restart(outbox_path: Path, kind: Kind) -> None:
+    store = await Store.open(outbox_path)
+    try:
+        await store.append_cdrs([build_cdr(n) for n in range(3)])
+        await store.append_recordings([NewRecording(f"/spool/{n}.wav", 2048, 1.0, PAST) for n in range(3)])
+        await store.reschedule(kind, [1], 3600.0, "HTTP 503")
+        await store.defer(kind, [2], 3600.0)
+        before = {row.id: row.next_attempt_at for row in await _rows(store, kind)}
+    finally:
+        await store.close()
+    store = await Store.open(outbox_path)  # the next start
+    try:
+        due = store.due_cdrs if kind is Kind.CDR else store.due_recordings
+        assert [row.id for row in await due(10)] == [3]
+        assert {row.id: row.next_attempt_at for row in await _rows(store, kind)} == before
+    finally:
+        await store.close()
+
+
+async def _rows(store: Store, kind: Kind) -> list[CdrRow] | list[RecordingRow]:
+    if kind is Kind.CDR:
+        return await store.get_cdrs([1, 2, 3])
+    return await store.get_recordings([1, 2, 3])
 
 
 async def test_a_write_failure_is_an_outbox_error(store: Store) -> None:
@@ -168,8 +211,8 @@ async def test_a_write_failure_is_an_outbox_error(store: Store) -> None:
 async def test_a_fork_arriving_after_a_purge_is_not_mistaken_for_a_stored_one(store: Store) -> None:
     first, second, third = (build_cdr(7, fingerprint=f"frame-{name}") for name in "ABC")
     assert await store.append_cdrs([first, second]) == 2
-    (claimed,) = await store.claim_cdrs(1, 60)
-    await store.mark_sent(Kind.CDR, [claimed.id])
+    (taken,) = await store.due_cdrs(1)
+    await store.mark_sent(Kind.CDR, [taken.id])
     assert await store.purge(older_than_s=-60) == 1
     assert await store.append_cdrs([third]) == 1  # a distinct ForkCDR twin: stored, not dropped
     assert await store.append_cdrs([second, third]) == 0  # the same frames again: duplicates
@@ -177,9 +220,9 @@ async def test_a_fork_arriving_after_a_purge_is_not_mistaken_for_a_stored_one(st
 
 async def test_row_ids_are_never_reused_after_a_purge(store: Store) -> None:
     await store.append_cdrs([build_cdr(n) for n in range(3)])
-    claimed = await store.claim_cdrs(3, 60)
-    await store.mark_sent(Kind.CDR, [row.id for row in claimed])
+    taken = await store.due_cdrs(3)
+    await store.mark_sent(Kind.CDR, [row.id for row in taken])
     assert await store.purge(older_than_s=-60) == 3
     await store.append_cdrs([build_cdr(10)])
-    (row,) = await store.claim_cdrs(1, 60)
+    (row,) = await store.due_cdrs(1)
     assert row.id == 4

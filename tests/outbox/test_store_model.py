@@ -1,10 +1,12 @@
 """The store against a plain in-memory model (hypothesis RuleBasedStateMachine).
 
-Any sequence of append / claim / mark / reschedule / release / resend / purge keeps every row,
-allows only the legal transitions (pending → sent | filtered | failed, failed → pending), and
-`stats()` equals the model. The model mirrors the dedupe rules of Store.append_cdrs: a repeated AMI
-frame is ignored, the n-th distinct frame with one identity gets `#n`, a CSV line brings its own
-`#n`, and an AMI frame meeting a CSV row's key only lends it its fingerprint.
+Any sequence of append / take / mark / reschedule / defer / restart / resend / purge keeps every
+row, allows only the legal transitions (pending → sent | filtered | failed, failed → pending), and
+`stats()` equals the model. Rows are taken as both drainers take them: a due read that leaves out
+the rows in flight, kept in memory; a restart forgets them and keeps every row's next_attempt_at.
+The model mirrors the dedupe rules of Store.append_cdrs: a repeated AMI frame is ignored, the n-th
+distinct frame with one identity gets `#n`, a CSV line brings its own `#n`, and an AMI frame
+meeting a CSV row's key only lends it its fingerprint.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ LEGAL = {
     (State.PENDING, State.FAILED),
     (State.FAILED, State.PENDING),
 }
-FAR_S = 3600.0  # a lease or delay that cannot expire during a test; its negative is "due at once"
+FAR_S = 3600.0  # a delay that cannot expire during a test; its negative is "due at once"
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # long past: appended rows are due at once
 
 kinds = st.sampled_from(Kind)
@@ -113,9 +115,12 @@ class Model:
         table = self.rows[kind]
         return [table[i] for i in ids if i in table and table[i].state is State.PENDING]
 
-    def due_ids(self, kind: Kind) -> list[int]:
-        """Pending rows a claim may take, oldest first."""
-        return sorted(i for i, row in self.rows[kind].items() if row.state is State.PENDING and row.due)
+    def due_ids(self, kind: Kind, in_flight: set[int]) -> list[int]:
+        """Pending rows a due read returns, oldest first: due and not in flight."""
+        table = self.rows[kind]
+        return sorted(
+            i for i, row in table.items() if row.state is State.PENDING and row.due and i not in in_flight
+        )
 
     def snapshot(self) -> dict[Kind, dict[int, tuple[Any, ...]]]:
         """What the database must hold."""
@@ -150,6 +155,7 @@ class StoreMachine(RuleBasedStateMachine):
         shutil.copyfile(self.template, self.folder / "outbox.db")
         self.runner = asyncio.Runner()
         self.store = self.runner.run(Store.open(self.folder / "outbox.db"))
+        self.in_flight: dict[Kind, set[int]] = {kind: set() for kind in Kind}  # the drainers' sets
         self.reader = sqlite3.connect(self.folder / "outbox.db")
         self.model = Model()
         self.clock = itertools.count(1)
@@ -204,20 +210,23 @@ class StoreMachine(RuleBasedStateMachine):
         ]
         self.model.number(kind, ids)
 
-    @rule(kind=kinds, limit=st.integers(1, 4), leased=st.booleans())
-    def claim(self, kind: Kind, limit: int, leased: bool) -> None:
-        lease_s = FAR_S if leased else -FAR_S
-        claimed: Sequence[CdrRow | RecordingRow]
+    @rule(kind=kinds, limit=st.integers(1, 4))
+    def take(self, kind: Kind, limit: int) -> None:
+        in_flight = self.in_flight[kind]
+        taken: Sequence[CdrRow | RecordingRow]
         if kind is Kind.CDR:
-            claimed = self.runner.run(self.store.claim_cdrs(limit, lease_s))
+            taken = self.runner.run(self.store.due_cdrs(limit, in_flight))
         else:
-            claimed = self.runner.run(self.store.claim_recordings(limit, lease_s))
-        expected = self.model.due_ids(kind)[:limit]
-        assert [row.id for row in claimed] == expected
-        for row in claimed:
+            taken = self.runner.run(self.store.due_recordings(limit, in_flight))
+        expected = self.model.due_ids(kind, in_flight)[:limit]
+        assert [row.id for row in taken] == expected
+        count, oldest = self.runner.run(self.store.due_summary(kind, limit, in_flight))
+        arrived = [self.model.rows[kind][i].arrived_at for i in expected]
+        assert (count, oldest) == (len(expected), min(arrived, default=None))
+        for row in taken:
             model_row = self.model.rows[kind][row.id]
             assert (row.state, row.attempts) == (State.PENDING, model_row.attempts)
-            model_row.due = not leased
+        in_flight.update(expected)  # no row is taken twice while in flight
 
     @rule(kind=kinds, data=st.data(), outcome=st.sampled_from(State))
     def settle(self, kind: Kind, data: st.DataObject, outcome: State) -> None:
@@ -230,12 +239,12 @@ class StoreMachine(RuleBasedStateMachine):
         elif outcome is State.FAILED:
             changed = self.runner.run(self.store.mark_failed(kind, {i: "422 rejected" for i in ids}))
         else:
-            changed = self.runner.run(self.store.release(kind, ids))
-        for row in targets:
+            changed = 0  # abandoned (refused key, shutdown deadline): the row stays as it is
+        for row in targets if outcome is not State.PENDING else []:
             row.state = outcome
             row.attempts += outcome is State.FAILED
-            row.due = True
-        assert changed == len(targets)
+        assert changed == (len(targets) if outcome is not State.PENDING else 0)
+        self.in_flight[kind].difference_update(ids)  # settled or abandoned: no longer in flight
 
     @rule(kind=kinds, data=st.data(), due=st.booleans())
     def reschedule(self, kind: Kind, data: st.DataObject, due: bool) -> None:
@@ -247,11 +256,22 @@ class StoreMachine(RuleBasedStateMachine):
             row.due = due
         assert changed == len(targets)
 
-    @rule(kind=kinds)
-    def release_all(self, kind: Kind) -> None:
-        self.runner.run(self.store.release_all(kind))
-        for row in self.model.rows[kind].values():
-            row.due = True
+    @rule(kind=kinds, data=st.data(), due=st.booleans())
+    def defer(self, kind: Kind, data: st.DataObject, due: bool) -> None:
+        ids = self._ids(data, kind)
+        targets = self.model.pending(kind, ids)
+        changed = self.runner.run(self.store.defer(kind, ids, -FAR_S if due else FAR_S))
+        for row in targets:
+            row.due = due
+        assert changed == len(targets)
+
+    @rule()
+    def restart(self) -> None:
+        # As `connector run` starts again: a new store, nothing in flight, every row's due time kept.
+        self.runner.run(self.store.close())
+        self.store = self.runner.run(Store.open(self.folder / "outbox.db"))
+        for in_flight in self.in_flight.values():
+            in_flight.clear()
 
     @rule(
         only=st.none() | kinds,

@@ -279,7 +279,7 @@ async def test_the_real_outbox_stores_each_file_once_across_restarts(spool: Path
         )
         await watcher.start()
         await settle(watcher)
-    rows = await store.claim_recordings(10, 60.0)
+    rows = await store.due_recordings(10)
     assert [(r.path, r.uniqueid) for r in rows] == [(str(spool / FIXTURE_WAV.name), "1795735443.50")]
     assert detected_total() - before == 1
 

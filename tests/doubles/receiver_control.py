@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from connector.sim.receiver import DEFAULT_API_KEY
+from tests.doubles.receiver import DEFAULT_API_KEY
+from tests.paths import REPO
 
 READY_PREFIX = "READY "
 
@@ -88,7 +89,7 @@ class ReceiverControl:
 
 
 class ReceiverProcess:
-    """`python -m connector.sim.receiver` as a child process; a context manager.
+    """`python -m tests.doubles.receiver` as a child process, run in the repository; a context manager.
 
     Stopping it sends SIGTERM and waits; its last stdout line is the final summary (JSON).
     """
@@ -96,11 +97,11 @@ class ReceiverProcess:
     def __init__(
         self, *, port: int = 0, data_dir: Path | None = None, api_key: str = DEFAULT_API_KEY
     ) -> None:
-        command = [sys.executable, "-m", "connector.sim.receiver", "--port", str(port)]
+        command = [sys.executable, "-m", "tests.doubles.receiver", "--port", str(port)]
         command += ["--api-key", api_key]
         if data_dir is not None:
             command += ["--data-dir", str(data_dir)]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line.startswith(READY_PREFIX):

@@ -1,4 +1,11 @@
-"""The recording uploader: claim due recordings, link each to its call, stream it, settle its row.
+"""The recording uploader loop: take due recordings, link each to its call, stream it, settle its row.
+
+What goes with a recording (form fields, call link, content type) and the deletion after a
+delivered upload are pure pieces kept in connector.recordings.upload.
+
+Taking: rows in flight are kept in memory (only one `connector run` owns the DATA_DIR) and left out
+of the due read; taking writes nothing, so a row whose upload is abandoned (refused key, shutdown
+deadline) simply stays pending and due, and a restart keeps every row's next_attempt_at.
 
 Linking: the UniqueID the watcher found in the file name (row.uniqueid) is looked up among the
 stored CDRs, with or without a `systemname-` prefix; the call's first CDR gives uniqueid, linkedid,
@@ -14,28 +21,29 @@ detected"). Answers settle the row as for CDRs: delivered → sent (with the sha
 sent); RetryLater → stays pending, rescheduled; Rejected → failed with the API's answer;
 AuthRefused → no row changes state and the uploader pauses. With RECORDING_DELETE_AFTER_UPLOAD the
 file is deleted after a delivered answer, only if it lies inside a watch path and is unchanged.
+The API client reports a file that cannot be sent as it was detected as a FileProblem, whose
+message is the row's last_error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import heapq
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from connector import metrics
-from connector.api.multipart import FileChanged, FileState, TrailingDigest
+from connector.api.multipart import FileState, TrailingDigest
 from connector.cdr.mapping import MappingOptions, mapping_options
 from connector.config import Settings
 from connector.drain.gate import DeliveryGate
 from connector.drain.loop import run_slots, wait_for_event
-from connector.errors import AuthRefused, OutboxError, Rejected, RetryLater
-from connector.outbox.records import Kind, NewRecording, RecordingRow
+from connector.errors import AuthRefused, FileProblem, OutboxError, Rejected, RetryLater
+from connector.outbox.records import Kind, RecordingRow
 from connector.outbox.store import Store
 from connector.recordings.upload import (
     CallLink,
@@ -46,13 +54,9 @@ from connector.recordings.upload import (
 )
 from connector.timeutil import age_seconds
 
-if TYPE_CHECKING:
-    from connector.recordings.watcher import RecordingSink
-
 log = logging.getLogger(__name__)
 
-WAKE_MARGIN_S = 0.05  # wake a little after a row's due time, so the claim surely finds it due
-VANISHED = "file vanished before upload"
+WAKE_MARGIN_S = 0.05  # wake a little after a row's due time, so the due read surely finds it due
 
 
 class RecordingSender(Protocol):
@@ -77,7 +81,9 @@ class UploadSettings:
     cdr_wait_s: float = 60.0
     cdr_recheck_s: float = 5.0
     idle_poll_s: float = 30.0
-    lease_s: float = 600.0  # a longer upload keeps its row: claims skip rows in flight
+    # A row whose outcome could not be recorded (or that met a bug) is kept out of the due reads
+    # for this long, in memory, so that it is not uploaded again and again at once.
+    hold_after_error_s: float = 600.0
     retry_base_s: float = 1.0
     retry_cap_s: float = 300.0
     delete_after_upload: bool = False
@@ -92,29 +98,6 @@ class UploadSettings:
             delete_after_upload=settings.recording_delete_after_upload,
             watch_paths=tuple(Path(p).expanduser().absolute() for p in settings.recording_watch_paths),
         )
-
-
-def file_problem(error: OSError) -> str:
-    """Why a file could not be uploaded, in words for the row's last_error."""
-    if isinstance(error, FileChanged):
-        return str(error)
-    if isinstance(error, FileNotFoundError):
-        return VANISHED
-    if error.errno == errno.ELOOP:
-        return "the file was replaced by a symbolic link; not following it"
-    return f"cannot read the file: {error.strerror or error}"
-
-
-def notifying_sink(store: Store, new_rows: asyncio.Event) -> RecordingSink:
-    """The watcher's sink: append recordings, then wake the uploader if any was new."""
-
-    async def append(rows: Sequence[NewRecording]) -> int:
-        new = await store.append_recordings(rows)
-        if new:
-            new_rows.set()
-        return new
-
-    return append
 
 
 class RecordingUploader:
@@ -148,13 +131,18 @@ class RecordingUploader:
         """Build the uploader from the settings; `new_rows` is set when the watcher stored recordings."""
         return cls(store, api, mapping_options(settings), UploadSettings.from_settings(settings), new_rows)
 
+    @property
+    def in_flight(self) -> frozenset[int]:
+        """Ids of the rows taken and not settled yet (or held back after an error)."""
+        return frozenset(self._in_flight)
+
     def stop(self) -> None:
-        """Stop claiming; uploads in flight finish (the caller bounds them with a deadline)."""
+        """Stop taking rows; uploads in flight finish (the caller bounds them with a deadline)."""
         self._stopping.set()
         self._new_rows.set()
 
     async def run(self) -> None:
-        """Claim and upload until stop() is called."""
+        """Take due rows and upload them until stop() is called."""
         await run_slots(
             "recording uploader",
             stopping=self._stopping,
@@ -166,22 +154,28 @@ class RecordingUploader:
 
     async def run_once(self) -> int:
         """Handle whatever is due now (up to the concurrency), without pacing; return rows handled."""
-        rows = await self._store.claim_recordings(self._pace.concurrency, self._pace.lease_s)
-        async with asyncio.TaskGroup() as uploads:
-            for row in rows:
-                uploads.create_task(self.deliver(row))
+        rows = await self._take(self._pace.concurrency)
+        try:
+            async with asyncio.TaskGroup() as uploads:
+                for row in rows:
+                    uploads.create_task(self.deliver(row))
+        finally:
+            self._in_flight.difference_update(row.id for row in rows)
         return len(rows)
 
+    async def _take(self, limit: int) -> list[RecordingRow]:
+        """The oldest due recordings not already in flight, now in flight."""
+        rows = await self._store.due_recordings(limit, self._in_flight)
+        self._in_flight.update(row.id for row in rows)
+        return rows
+
     async def _next_row(self) -> RecordingRow | None:
-        """Claim the oldest due recording not already being uploaded; wait while there is none."""
+        """Take the oldest due recording not already being uploaded; wait while there is none."""
         while not self._stopping.is_set():
             self._new_rows.clear()
-            claimed = await self._store.claim_recordings(1, self._pace.lease_s)
-            if claimed and claimed[0].id not in self._in_flight:
-                self._in_flight.add(claimed[0].id)
-                return claimed[0]
-            if claimed:
-                continue  # its claim ran out mid-upload; claiming again just extended it
+            taken = await self._take(1)
+            if taken:
+                return taken[0]
             await wait_for_event(self._new_rows, self._idle_timeout())
         return None
 
@@ -198,30 +192,40 @@ class RecordingUploader:
         heapq.heappush(self._wake_times, time.monotonic() + delay_s + WAKE_MARGIN_S)
 
     async def _deliver_in_slot(self, row: RecordingRow) -> None:
+        held = False
         try:
             await self.deliver(row)
         except OutboxError as error:
-            # The row stays pending under its claim and is retried once it expires.
+            # The row stays pending; held back a while, it is tried again later.
             log.error("recording uploader: cannot record the outcome of recording #%d: %s", row.id, error)
+            held = True
         except Exception:
             # A bug or an unforeseen error must not stop the other uploads; the row stays pending
-            # under its claim and is tried again once the claim expires.
+            # and, held back a while, is tried again later.
             log.exception("recording uploader: unexpected error uploading recording #%d %r", row.id, row.path)
+            held = True
         finally:
-            self._in_flight.discard(row.id)
+            if held:
+                self._hold_back(row.id)
+            else:
+                self._in_flight.discard(row.id)
             self._slots.release()
 
+    def _hold_back(self, row_id: int) -> None:
+        """Keep a row out of the due reads for hold_after_error_s (in memory: a restart frees it)."""
+        delay = self._pace.hold_after_error_s
+        asyncio.get_running_loop().call_later(delay, self._in_flight.discard, row_id)
+        self._due_in(delay)
+
     async def deliver(self, row: RecordingRow) -> None:
-        """Link a claimed recording to its call (or put it off), upload it, and settle its row."""
-        try:
-            link = await self._link(row)
-            if link is None and await self._waiting_for_cdr(row):
-                return
-            await self._upload(row, link)
-        except asyncio.CancelledError:
-            # Shutdown deadline: make the row due again at once for the next start.
-            await asyncio.shield(self._store.release(Kind.RECORDING, [row.id]))
-            raise
+        """Link a taken recording to its call (or put it off), upload it, and settle its row.
+
+        Cancelled at the shutdown deadline, the row simply stays pending and due for the next start.
+        """
+        link = await self._link(row)
+        if link is None and await self._waiting_for_cdr(row):
+            return
+        await self._upload(row, link)
 
     async def _link(self, row: RecordingRow) -> CallLink | None:
         if not row.uniqueid:
@@ -261,12 +265,12 @@ class RecordingUploader:
             await asyncio.shield(self._store.reschedule(Kind.RECORDING, [row.id], delay, error.detail))
             self._due_in(delay)
         except AuthRefused as error:
-            self.gate.auth_refused(error.detail, error.status)
-            await asyncio.shield(self._store.release(Kind.RECORDING, [row.id]))
+            # The row stays pending and due, exactly as it is; taken again once the gate reopens.
+            self.gate.auth_refused(error.detail)
         except Rejected as error:
             await self._fail(row, error.detail, "rejected by the API")
-        except OSError as error:
-            await self._fail(row, file_problem(error), "not uploaded")
+        except FileProblem as error:
+            await self._fail(row, str(error), "not uploaded")
         else:
             self.gate.delivered()
             await self._delivered(row, size, digest.hexdigest, link)

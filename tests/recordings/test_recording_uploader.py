@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import shutil
+import sqlite3
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,19 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from connector.ami.listener import new_cdr
+from connector.ami.ingest import new_cdr
 from connector.api.client import ApiClient
 from connector.cdr.mapping import MappingOptions
-from connector.config import ConfigError, load_settings
-from connector.drain.recordings import RecordingUploader, UploadSettings, notifying_sink
+from connector.config import load_settings
+from connector.errors import ConfigError
 from connector.metrics import REGISTRY
+from connector.outbox.notify import NotifyingSink
 from connector.outbox.records import Headers, NewRecording, RecordingRow, State
 from connector.outbox.store import Store
 from connector.recordings.checks import RecordingRules
 from connector.recordings.upload import CallLink, call_link, content_type_for, recording_fields, recording_id
+from connector.recordings.uploader import RecordingUploader, UploadSettings
 from connector.recordings.watcher import RecordingWatcher
-from connector.sim.receiver import Receiver
 from connector.timeutil import utc_now
+from tests.doubles.receiver import Receiver
 from tests.paths import RECORDING_FIXTURES
 from tests.recordings.media import asterisk_wav_header, write_wav
 
@@ -206,7 +209,11 @@ async def test_watcher_and_uploader_deliver_a_growing_wav_once_with_its_call(
     new_rows = asyncio.Event()
     rules = RecordingRules(exclude_patterns=("scratch",))
     watcher = RecordingWatcher(
-        [spool], rules, notifying_sink(store, new_rows), stabilization_s=0.3, process_existing=True
+        [spool],
+        rules,
+        NotifyingSink(store, new_rows).append_recordings,
+        stabilization_s=0.3,
+        process_existing=True,
     )
     uploader = RecordingUploader(store, api, OPTIONS, pace(spool, idle_poll_s=30.0), new_rows)
     growing = spool / "out-200-100-1795735500.7.wav"
@@ -340,17 +347,14 @@ async def test_a_restart_in_the_middle_of_an_upload_resends_the_same_recording_i
     receiver.set_delay(1.0)  # the receiver reads nothing for a second: the upload stalls mid-body
     uploader = uploader_for(store, api, pace(spool))
     task = asyncio.create_task(uploader.run())
-    async with asyncio.timeout(10):
-        while True:  # until it is claimed
-            if (await all_rows(store))[0].next_attempt_at > utc_now():
-                break
-            await asyncio.sleep(0.02)
+    await until(lambda: row.id in uploader.in_flight, timeout_s=10)  # until it is taken
     await asyncio.sleep(0.3)
     task.cancel()  # the shutdown deadline passed: the upload is abandoned
     with pytest.raises(asyncio.CancelledError):
         await task
     (row,) = await all_rows(store)
     assert (row.state, row.attempts) == (State.PENDING, 0)
+    assert row.next_attempt_at <= utc_now()  # nothing to undo: due again for the next start
     await api.aclose()
     await store.close()
 
@@ -418,6 +422,29 @@ async def test_a_refused_key_fails_nothing_and_uploads_resume(
     assert [row.state for row in rows] == [State.SENT] * 3
 
 
+async def test_an_outcome_that_cannot_be_recorded_holds_the_row_back(
+    store: Store, api: ApiClient, receiver: Receiver, spool: Path
+) -> None:
+    row = await add_recording(store, random_file(spool / "1795736150.1.wav", 3000))
+    with sqlite3.connect(store.path) as db:
+        db.execute(
+            "CREATE TRIGGER no_more BEFORE UPDATE ON recording BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+    db.close()
+    uploader = uploader_for(store, api, pace(spool, hold_after_error_s=600.0))
+    task = asyncio.create_task(uploader.run())
+    try:
+        await until(lambda: len(received(receiver)) == 1)
+        await asyncio.sleep(0.5)  # several idle polls: a row free again would be uploaded again
+        assert row.id in uploader.in_flight
+        assert receiver.state.recording_counts[recording_id(row)] == 1
+    finally:
+        uploader.stop()
+        await task
+    (row,) = await all_rows(store)
+    assert (row.state, row.attempts) == (State.PENDING, 0)
+
+
 # --- files that changed under us ----------------------------------------------------------------
 
 
@@ -460,11 +487,7 @@ async def test_a_file_changed_during_its_upload_is_never_completed(
     uploader = uploader_for(store, api, pace(spool))
     task = asyncio.create_task(uploader.run())
     try:
-        async with asyncio.timeout(20):
-            while True:  # until it is claimed
-                if (await all_rows(store))[0].next_attempt_at > utc_now():
-                    break
-                await asyncio.sleep(0.01)
+        await until(lambda: bool(uploader.in_flight), timeout_s=20)  # until it is taken
         status = audio.stat()
         os.utime(audio, (status.st_atime, status.st_mtime + 5))  # same size, new content time
         async with asyncio.timeout(20):

@@ -1,6 +1,6 @@
-"""What the loopback receiver knows: accepted CDRs and recordings, faults to inject, the contract.
+"""What the loopback receiver knows: accepted CDRs and recordings, the outage it fakes, the contract.
 
-Thread-safe: the HTTP handler threads and the test (or the /_test control endpoints) share it.
+Thread-safe: the HTTP handler threads and the demo (or a test) share it.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +25,9 @@ INT_FIELDS = frozenset({"duration", "billsec", "sequence"})
 DIRECTIONS = frozenset({"inbound", "outbound", "internal"})
 _UTC_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
 
-Poison = Callable[[Mapping[str, Any]], bool]
-
 
 def cdr_problem(cdr: Any) -> str | None:
-    """Check one CDR object against api-contract.md; return the first problem, or None."""
+    """Check one CDR object against README's "What each CDR becomes"; return the first problem, or None."""
     if not isinstance(cdr, dict):
         return "is not an object"
     if not isinstance(cdr.get("event_id"), str) or not cdr["event_id"]:
@@ -64,21 +62,16 @@ def _field_problem(key: str, value: Any) -> str | None:
 
 @dataclass
 class Fault:
-    """An injected answer: `status` (None drops the connection) for `count` requests or a while."""
+    """An injected answer to every request: `status` (with Retry-After, `body`) until a deadline."""
 
-    status: int | None
-    count: int | None = None
-    until: float | None = None  # time.monotonic() deadline
+    status: int
+    until: float | None = None  # time.monotonic() deadline; None: as long as the receiver runs
     retry_after: str | None = None
-    endpoint: str | None = None  # cdr, recording, health; None = every endpoint
-    after: bool = False  # process the request first, then answer with the fault (lost answer)
     body: str = "injected fault"
 
     def active(self, now: float) -> bool:
         """Tell whether the fault still applies."""
-        alive_count = self.count is None or self.count > 0
-        alive_time = self.until is None or now < self.until
-        return alive_count and alive_time
+        return self.until is None or now < self.until
 
 
 @dataclass
@@ -91,14 +84,10 @@ class BatchOutcome:
 
 @dataclass
 class ReceiverState:
-    """Everything the receiver recorded and the switches that change its answers."""
+    """Everything the receiver recorded, and the faults that change its answers."""
 
     api_key: str
-    key_refused: bool = False
-    delay_s: float = 0.0
-    hold_s: float = 0.0  # after doing the work, wait this long before answering (a lost answer)
     faults: list[Fault] = field(default_factory=list)
-    poisons: list[tuple[Poison, str]] = field(default_factory=list)
     cdrs: dict[str, dict[str, Any]] = field(default_factory=dict)
     arrivals: dict[str, float] = field(default_factory=dict)  # event_id -> first arrival (epoch s)
     counts: Counter[str] = field(default_factory=Counter)
@@ -112,16 +101,11 @@ class ReceiverState:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take_fault(self, endpoint: str) -> Fault | None:
-        """Return the first active fault for `endpoint`, using up one of its requests."""
+        """Return the fault that answers this request to `endpoint` (any: a fault takes the whole API)."""
         now = time.monotonic()
         with self.lock:
             self.faults = [fault for fault in self.faults if fault.active(now)]
-            for fault in self.faults:
-                if fault.endpoint in (None, endpoint):
-                    if fault.count is not None:
-                        fault.count -= 1
-                    return fault
-        return None
+            return self.faults[0] if self.faults else None
 
     def note(self, endpoint: str, status: int | str, headers: Iterable[tuple[str, str]]) -> None:
         """Count one answer and keep the request's headers for inspection."""
@@ -132,29 +116,30 @@ class ReceiverState:
             }
 
     def accept_batch(self, key: str, body_sha256: str, cdrs: list[dict[str, Any]]) -> BatchOutcome:
-        """Apply Idempotency-Key semantics and poison rules, then record the batch."""
+        """Apply Idempotency-Key semantics, then record the batch."""
         with self.lock:
-            previous = self.idempotency.get(key)
-            if previous is not None and previous != body_sha256:
-                message = "Idempotency-Key reused with a different body"
-                return BatchOutcome(422, {"error": message})
-            for index, cdr in enumerate(cdrs):
-                for predicate, message in self.poisons:
-                    if predicate(cdr):
-                        return BatchOutcome(422, {"error": message, "index": index})
-            replay = previous is not None
-            self.replays += replay
-            self.batches += 1
-            self.idempotency[key] = body_sha256
-            new = 0
-            for cdr in cdrs:
-                event = cdr["event_id"]
-                self.counts[event] += 1
-                if event not in self.cdrs:
-                    self.cdrs[event] = cdr
-                    self.arrivals[event] = time.time()
-                    new += 1
-            return BatchOutcome(200, {"accepted": new, "duplicates": len(cdrs) - new})
+            return self._refusal(key, body_sha256, cdrs) or self._record(key, body_sha256, cdrs)
+
+    def _refusal(self, key: str, body_sha256: str, cdrs: list[dict[str, Any]]) -> BatchOutcome | None:
+        """The 422 a batch gets (called under the lock), or None to accept it."""
+        previous = self.idempotency.get(key)
+        if previous is not None and previous != body_sha256:
+            return BatchOutcome(422, {"error": "Idempotency-Key reused with a different body"})
+        return None
+
+    def _record(self, key: str, body_sha256: str, cdrs: list[dict[str, Any]]) -> BatchOutcome:
+        self.replays += key in self.idempotency
+        self.batches += 1
+        self.idempotency[key] = body_sha256
+        new = 0
+        for cdr in cdrs:
+            event = cdr["event_id"]
+            self.counts[event] += 1
+            if event not in self.cdrs:
+                self.cdrs[event] = cdr
+                self.arrivals[event] = time.time()
+                new += 1
+        return BatchOutcome(200, {"accepted": new, "duplicates": len(cdrs) - new})
 
     def add_recording(self, recording_id: str, record: dict[str, Any]) -> bool:
         """Record an accepted upload; return False if this recording_id was already received."""
@@ -189,36 +174,3 @@ class ReceiverState:
             result["arrivals"] = dict(self.arrivals)
             result["recording_list"] = list(self.recordings.values())
         return result
-
-    def reset(self) -> None:
-        """Forget everything received and every fault, poison and switch."""
-        with self.lock:
-            self.key_refused = False
-            self.delay_s = 0.0
-            self.hold_s = 0.0
-            self.faults.clear()
-            self.poisons.clear()
-            self.cdrs.clear()
-            self.arrivals.clear()
-            self.counts.clear()
-            self.recordings.clear()
-            self.recording_counts.clear()
-            self.answers.clear()
-            self.idempotency.clear()
-            self.batches = self.replays = 0
-            self.last_headers = {}
-
-
-def field_poison(path: str, equals: str) -> Poison:
-    """Build a poison predicate: the CDR's field (`dst`, or `raw.UserField`) equals `equals`."""
-    keys = path.split(".")
-
-    def predicate(cdr: Mapping[str, Any]) -> bool:
-        value: Any = cdr
-        for key in keys:
-            if not isinstance(value, Mapping) or key not in value:
-                return False
-            value = value[key]
-        return str(value) == equals
-
-    return predicate

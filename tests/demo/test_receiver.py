@@ -16,8 +16,8 @@ import pytest
 
 from connector.api.client import ApiClient, idempotency_key
 from connector.errors import AuthRefused, Rejected, RetryLater
-from connector.sim.receiver import DEFAULT_API_KEY, Receiver
-from connector.sim.receiver_control import ReceiverProcess
+from tests.doubles.receiver import DEFAULT_API_KEY, Receiver
+from tests.doubles.receiver_control import ReceiverProcess
 
 KEY = DEFAULT_API_KEY
 assert len(KEY) == 35

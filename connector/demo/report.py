@@ -5,17 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from connector.cdr.identity import event_id
+from connector.demo.options import DemoOptions
+from connector.demo.pbx import PbxTally
 from connector.outbox.records import CdrRow, Kind, State
 from connector.outbox.rows import OutboxStats
 from connector.outbox.store import Store
-from connector.sim.pbx import PbxTally
-
-DEFAULT_DURATION_S = 20.0
-DEFAULT_RATE = 5.0
 
 
 @dataclass(frozen=True)
@@ -127,21 +124,6 @@ def audit_recordings(
     return audit
 
 
-@dataclass(frozen=True)
-class DemoOptions:
-    """What `connector demo` was asked to do."""
-
-    duration_s: float = DEFAULT_DURATION_S
-    rate: float = DEFAULT_RATE
-    outage_s: float = 0.0
-    data_dir: Path | None = None
-
-    @property
-    def outage_at_s(self) -> float:
-        """When the outage starts, in seconds after the first call: centred in the run."""
-        return max(0.0, (self.duration_s - self.outage_s) / 2)
-
-
 @dataclass
 class Summary:
     """Everything the end-of-run report shows."""
@@ -198,7 +180,7 @@ def problems(summary: Summary) -> list[str]:
 
 def _recording_line(recordings: RecordingAudit) -> str:
     if not recordings.active:
-        return f"{recordings.written} written; not uploaded: this build's pipeline has no recording watcher"
+        return f"{recordings.written} written; not uploaded: the recording watcher is off"
     counts = recordings.counts
     return (
         f"{recordings.written} written, {counts.stored} queued, {counts.sent} uploaded,"

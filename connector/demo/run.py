@@ -11,13 +11,11 @@ filtered reached the API exactly once.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import secrets
 import signal
-import socket
 import string
 import sys
 import tempfile
@@ -29,10 +27,12 @@ from typing import Any, TextIO
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from connector.config import Settings
-from connector.demo_report import (
-    DEFAULT_DURATION_S,
-    DEFAULT_RATE,
-    DemoOptions,
+from connector.demo.ami_server import AmiUser, FakeAmiServer
+from connector.demo.options import DemoOptions
+from connector.demo.pbx import PbxSimulator
+from connector.demo.ports import free_port
+from connector.demo.receiver import Receiver
+from connector.demo.report import (
     Summary,
     audit_cdrs,
     audit_recordings,
@@ -41,22 +41,19 @@ from connector.demo_report import (
     render_summary,
 )
 from connector.errors import StartupError
-from connector.logs import configure_logging
 from connector.outbox.lock import DataDirLock
 from connector.outbox.records import Kind
 from connector.outbox.rows import OutboxStats
 from connector.outbox.store import Store
-from connector.sim.ami_server import AmiUser, FakeAmiServer
-from connector.sim.pbx import PbxSimulator
-from connector.sim.receiver import Receiver
+from connector.progress import Progress
 
 log = logging.getLogger("connector.demo")
 
 AMI_USER = "connector"
 LOGIN_TIMEOUT_S = 15.0
 DRAIN_TIMEOUT_S = 30.0  # after the last call (and the end of an outage), for the backlog to drain
-TTY_REFRESH_S = 0.25
-LINE_EVERY_S = 2.0
+TTY_REFRESH_S = 0.25  # how often the live line is redrawn (on a terminal) and recomputed
+LINE_EVERY_S = 2.0  # off a terminal: one progress line every so often
 WATCHER_WARMUP_S = 1.0
 OUTAGE_RETRY_AFTER = "1"  # the outage's 503 answers carry Retry-After: 1, as a real API would
 
@@ -80,13 +77,6 @@ def random_api_key() -> str:
     """A key of the API's format (`sk_` and 32 letters or digits), new for each run."""
     alphabet = string.ascii_letters + string.digits
     return "sk_" + "".join(secrets.choice(alphabet) for _ in range(32))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def demo_settings(
@@ -119,41 +109,6 @@ def demo_settings(
     return DemoSettings(**values)
 
 
-class Progress:
-    """The live line: rewritten in place on a terminal, else printed every couple of seconds."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self._width = 0
-        self._last_line = -LINE_EVERY_S
-
-    def show(self, text: str, *, force: bool = False) -> None:
-        """Show the current state."""
-        if self.tty:
-            self.stream.write("\r" + text.ljust(self._width))
-            self._width = len(text)
-        elif force or time.monotonic() - self._last_line >= LINE_EVERY_S:
-            self._last_line = time.monotonic()
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def say(self, text: str) -> None:
-        """Print a message line (below the live line on a terminal)."""
-        if self.tty and self._width:
-            self.stream.write("\n")
-            self._width = 0
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def end(self) -> None:
-        """Leave the live line as it is and move below it."""
-        if self.tty and self._width:
-            self.stream.write("\n")
-            self._width = 0
-        self.stream.flush()
-
-
 def serve_outcome(serving: asyncio.Task[int]) -> tuple[int, str | None]:
     """The connector's exit code, and why when serve() did not return one."""
     if serving.cancelled():
@@ -163,14 +118,6 @@ def serve_outcome(serving: asyncio.Task[int]) -> tuple[int, str | None]:
         log.error("the connector failed", exc_info=error)
         return 1, f"it failed: {error!r}"
     return serving.result(), None
-
-
-def recordings_active(connector: object, settings: Settings) -> bool:
-    """Tell whether this build's pipeline runs a recording watcher (it queues recordings)."""
-    from connector.recordings.watcher import RecordingWatcher
-
-    has_watcher = any(isinstance(part, RecordingWatcher) for part in vars(connector).values())
-    return has_watcher and settings.recording_watcher_enabled
 
 
 class DemoRun:
@@ -211,7 +158,7 @@ class DemoRun:
 
         self._baseline = await self.store.stats()
         connector = Connector(self.settings, self.store)
-        self.recordings = recordings_active(connector, self.settings)
+        self.recordings = self.settings.recording_watcher_enabled  # the connector runs its watcher
         stop = asyncio.Event()
         serving = asyncio.create_task(connector.serve(stop), name="connector")
         try:
@@ -398,7 +345,8 @@ def _banner(options: DemoOptions, ami: FakeAmiServer, settings: Settings, tempor
 async def run_demo(options: DemoOptions, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the demo; print the live progress to `err` and the summary to `out`; return the exit code."""
     out = out or sys.stdout
-    progress = Progress(err or sys.stderr)
+    # The watch loop already paces the redraws (TTY_REFRESH_S): draw each one it shows.
+    progress = Progress(err or sys.stderr, redraw_s=0, line_every_s=LINE_EVERY_S)
     api_key, ami_secret = random_api_key(), secrets.token_hex(12)
     with (
         tempfile.TemporaryDirectory(prefix="connector-demo-") as scratch,
@@ -424,72 +372,3 @@ async def run_demo(options: DemoOptions, out: TextIO | None = None, err: TextIO 
                     summary = await demo.run()
     print("\n".join(render_summary(summary)), file=out, flush=True)
     return 1 if problems(summary) else 0
-
-
-def _positive(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
-    return number
-
-
-def _not_negative(value: str) -> float:
-    number = float(value)
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return number
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Run `connector demo`."""
-    configure_logging(args.log_level)
-    options = DemoOptions(args.duration, args.rate, args.outage, args.data_dir)
-    return asyncio.run(run_demo(options))
-
-
-def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `connector demo` with the command line."""
-    demo = subparsers.add_parser(
-        "demo",
-        help="see it work without an Asterisk: a simulated PBX, a local API, the real pipeline",
-        description="Run the real pipeline between a simulated PBX (AMI server, call mix, recordings) and"
-        " a local API, all on 127.0.0.1, then check that nothing was lost. Reads no environment"
-        " variables and no .env file.",
-    )
-    demo.add_argument(
-        "--duration", type=_positive, default=DEFAULT_DURATION_S, metavar="SECONDS",
-        help=f"how long to place calls (default {DEFAULT_DURATION_S:g})",
-    )  # fmt: skip
-    demo.add_argument(
-        "--rate", type=_positive, default=DEFAULT_RATE, metavar="CALLS_PER_SECOND",
-        help=f"calls placed per second (default {DEFAULT_RATE:g})",
-    )  # fmt: skip
-    demo.add_argument(
-        "--outage", type=_not_negative, default=0.0, metavar="SECONDS",
-        help="the API answers 503 for this long in the middle of the run (default 0: no outage)",
-    )  # fmt: skip
-    demo.add_argument(
-        "--data-dir", type=Path, default=None, metavar="DIR",
-        help="keep the outbox here (default: a temporary folder, deleted at the end)",
-    )  # fmt: skip
-    demo.add_argument(
-        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="ERROR",
-        help="the connector's log lines on stderr (default ERROR: only the progress line)",
-    )  # fmt: skip
-    demo.set_defaults(handler=cmd_demo)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run `connector demo` on its own (python -m connector.demo ARGS)."""
-    parser = argparse.ArgumentParser(prog="connector")
-    add_demo_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["demo", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return cmd_demo(args)
-    except StartupError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

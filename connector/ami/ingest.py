@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
+from connector.backoff import backoff_delay
 from connector.cdr.identity import canonical_identity, fingerprint_of_json, first_wins, headers_json
 from connector.errors import OutboxError
 from connector.metrics import (
@@ -290,7 +291,9 @@ class CdrWriter:
         return True
 
     async def _retry_pause(self, failures: int) -> None:
-        delay_s = min(self.retry_max_s, self.retry_initial_s * 2.0 ** min(failures - 1, 32))
+        delay_s = backoff_delay(
+            failures, base_s=self.retry_initial_s, floor_s=self.retry_initial_s, cap_s=self.retry_max_s
+        )
         if self._stop_deadline is not None:
             delay_s = min(delay_s, max(self._stop_deadline - time.monotonic(), 0.0))
         await asyncio.sleep(delay_s)

@@ -11,7 +11,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from connector.sim.multipart import MultipartError, Part, PartSink, boundary_of, parse_multipart
+from connector.demo.multipart import MultipartError, Part, PartSink, boundary_of, parse_multipart
 
 FILE_FIELD = "audio"
 REQUIRED_FIELDS = ("recording_id", "file_name", "file_size", "sha256", "recorded_at")

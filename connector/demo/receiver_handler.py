@@ -1,19 +1,17 @@
-"""The loopback receiver's request handler: routes, auth, faults, CDR batches and /_test switches."""
+"""The loopback receiver's request handler: routes, auth, the injected outage, CDR batches, uploads."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
-from connector.sim.receiver_state import Fault, cdr_problem, field_poison
-from connector.sim.recording_upload import UploadError, receive_upload
+from connector.demo.receiver_state import Fault, cdr_problem
+from connector.demo.recording_upload import UploadError, receive_upload
 
 if TYPE_CHECKING:
-    from connector.sim.receiver import ReceiverServer
+    from connector.demo.receiver import ReceiverServer
 
 API_PREFIX = "/v1"
 ROUTES = {
@@ -88,10 +86,10 @@ class ReceiverHandler(BaseHTTPRequestHandler):
     server: ReceiverServer
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # header and body go out as separate writes
-    server_version = "connector-sim-receiver"
+    server_version = "connector-demo-receiver"
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: tests read the state, not the log."""
+        """Stay quiet: the demo and the tests read the state, not the log."""
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -100,50 +98,37 @@ class ReceiverHandler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
-        path = self.path.split("?", 1)[0]
         try:
-            if path.startswith("/_test/"):
-                self._control(method, path.removeprefix("/_test/"))
-                return
-            endpoint = ROUTES.get((method, path.removeprefix(API_PREFIX)))
-            if endpoint is None or not path.startswith(API_PREFIX):
-                self._discard_body()
-                self._reply(404, {"error": f"no route {method} {path}"})
-                return
-            self._api(endpoint)
+            self._route(method, self.path.split("?", 1)[0])
         except BodyTooLarge as error:
             self.close_connection = True
             self._reply(413, {"error": str(error)})
         except (ConnectionError, TimeoutError):
             self.close_connection = True  # the client went away; nothing to answer
 
+    def _route(self, method: str, path: str) -> None:
+        endpoint = ROUTES.get((method, path.removeprefix(API_PREFIX)))
+        if endpoint is None or not path.startswith(API_PREFIX):
+            self._discard_body()
+            self._reply(404, {"error": f"no route {method} {path}"})
+            return
+        self._api(endpoint)
+
     def _api(self, endpoint: str) -> None:
         state = self.server.state
         fault = state.take_fault(endpoint)
-        if fault is not None and fault.status is None and not fault.after:
-            self._drop(endpoint)
-            return
-        if state.delay_s > 0:
-            time.sleep(state.delay_s)
-        if fault is not None and not fault.after:
+        if fault is not None:
             self._discard_body()
             self._reply_fault(endpoint, fault)
             return
         status, payload = self._authorized_call(endpoint)
-        if state.hold_s > 0:
-            time.sleep(state.hold_s)
-        if fault is not None:  # an `after` fault: the work is done, the answer gets lost
-            self._reply_fault(endpoint, fault)
-            return
         state.note(endpoint, status, self.headers.items())
         self._reply(status, payload)
 
     def _authorized_call(self, endpoint: str) -> tuple[int, dict[str, Any]]:
         if endpoint == "health":
             return 200, {"status": "ok"}  # "200 means reachable": no key needed
-        state = self.server.state
-        expected = f"Bearer {state.api_key}"
-        if state.key_refused or self.headers.get("Authorization") != expected:
+        if self.headers.get("Authorization") != f"Bearer {self.server.state.api_key}":
             self._discard_body()
             return 401, {"error": "invalid API key"}
         missing = [h for h in ("User-Agent", "X-Asterisk-Hostname") if not self.headers.get(h)]
@@ -187,16 +172,9 @@ class ReceiverHandler(BaseHTTPRequestHandler):
         return 200, {"recording_id": upload.fields["recording_id"], "duplicate": not fresh}
 
     def _reply_fault(self, endpoint: str, fault: Fault) -> None:
-        if fault.status is None:
-            self._drop(endpoint)
-            return
         self.server.state.note(endpoint, fault.status, self.headers.items())
         headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
         self._reply(fault.status, {"error": fault.body}, headers)
-
-    def _drop(self, endpoint: str) -> None:
-        self.server.state.note(endpoint, "dropped", self.headers.items())
-        self.close_connection = True  # returning without a byte written closes the socket
 
     def _discard_body(self) -> None:
         try:
@@ -217,84 +195,3 @@ class ReceiverHandler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
-
-    def _control(self, method: str, action: str) -> None:
-        body = BodyReader(self, self.server.max_body_bytes).read_all()
-        try:
-            args = json.loads(body) if body else {}
-            handler = _CONTROLS.get((method, action))
-            if handler is None:
-                self._reply(404, {"error": f"no control {method} /_test/{action}"})
-                return
-            self._reply(200, handler(self.server, args))
-        except (ValueError, TypeError, KeyError) as error:
-            self._reply(400, {"error": f"bad control request: {error!r}"})
-
-
-def _fault(server: ReceiverServer, args: dict[str, Any]) -> dict[str, Any]:
-    until = args.get("duration_s")
-    fault = Fault(
-        status=args.get("status"),
-        count=args.get("count"),
-        until=None if until is None else time.monotonic() + float(until),
-        retry_after=None if args.get("retry_after") is None else str(args["retry_after"]),
-        endpoint=args.get("endpoint"),
-        after=bool(args.get("after", False)),
-        body=str(args.get("body", "injected fault")),
-    )
-    with server.state.lock:
-        server.state.faults.append(fault)
-    return {"ok": True}
-
-
-def _key(server: ReceiverServer, args: dict[str, Any]) -> dict[str, Any]:
-    with server.state.lock:
-        server.state.key_refused = bool(args["refused"])
-    return {"ok": True}
-
-
-def _delay(server: ReceiverServer, args: dict[str, Any]) -> dict[str, Any]:
-    with server.state.lock:
-        server.state.delay_s = float(args["seconds"])
-    return {"ok": True}
-
-
-def _poison(server: ReceiverServer, args: dict[str, Any]) -> dict[str, Any]:
-    with server.state.lock:
-        if args.get("clear"):
-            server.state.poisons.clear()
-        else:
-            predicate = field_poison(str(args["field"]), str(args["equals"]))
-            server.state.poisons.append((predicate, str(args.get("message", "poison CDR"))))
-    return {"ok": True}
-
-
-def _clear_faults(server: ReceiverServer, args: dict[str, Any]) -> dict[str, Any]:
-    with server.state.lock:
-        server.state.faults.clear()
-    return {"ok": True}
-
-
-def _summary(server: ReceiverServer, args: dict[str, Any]) -> dict[str, Any]:
-    return server.state.summary()
-
-
-def _received(server: ReceiverServer, args: dict[str, Any]) -> dict[str, Any]:
-    return server.state.snapshot()
-
-
-def _reset(server: ReceiverServer, args: dict[str, Any]) -> dict[str, Any]:
-    server.state.reset()
-    return {"ok": True}
-
-
-_CONTROLS: dict[tuple[str, str], Callable[[ReceiverServer, dict[str, Any]], dict[str, Any]]] = {
-    ("GET", "summary"): _summary,
-    ("GET", "received"): _received,
-    ("POST", "fault"): _fault,
-    ("POST", "clear_faults"): _clear_faults,
-    ("POST", "key"): _key,
-    ("POST", "delay"): _delay,
-    ("POST", "poison"): _poison,
-    ("POST", "reset"): _reset,
-}

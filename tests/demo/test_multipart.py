@@ -8,14 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.sim import multipart
-from connector.sim.multipart import (
-    MultipartError,
-    Part,
-    boundary_of,
-    parse_multipart,
-    parse_part_headers,
-)
+from connector.demo import multipart
+from connector.demo.multipart import MultipartError, Part, boundary_of, parse_multipart, parse_part_headers
 
 BOUNDARY = b"b0undary"
 

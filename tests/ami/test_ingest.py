@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from connector.ami.listener import CdrWriter, new_cdr, received_at
-from connector.cdr.identity import canonical_identity, frame_fingerprint
+from connector.ami.ingest import CdrWriter, new_cdr, received_at
+from connector.cdr.identity import canonical_identity, fingerprint_of_json, headers_json
 from connector.errors import OutboxError
 from connector.outbox.records import Headers, NewCdr
 from connector.outbox.store import Store
-from connector.sim.ami_server import FakeAmiServer, synthetic_cdrs, transcript_events
 from tests.ami.conftest import Delta, MakeClient, metric
+from tests.doubles.ami_server import FakeAmiServer, synthetic_cdrs, transcript_events
 from tests.paths import AMI_FIXTURES
 
 StartWriter = Callable[[CdrWriter], "asyncio.Task[None]"]
@@ -79,7 +79,7 @@ async def test_new_cdr_keeps_every_header_and_derives_the_keys() -> None:
     assert row.uniqueid == "1795735234.69" and row.linkedid == "1795735234.66"
     assert row.received_at == "2026-11-26T23:20:38.250000Z"
     assert row.identity == canonical_identity(dict(headers))
-    assert row.fingerprint == frame_fingerprint(headers)
+    assert row.fingerprint == fingerprint_of_json(headers_json(headers))
     assert row.source == "ami"
     unmapped = new_cdr(cdr_headers(1, linkedid=False), 0.0)
     assert unmapped.linkedid is None

@@ -1,0 +1,35 @@
+"""Storage names: the one definition of the outbox's tables, views and indexes, and of states in SQL.
+
+schema.py (the table definitions) and store.py (the run-time SQL) both take their names from here;
+this module imports no SQLAlchemy, so a running connector never loads it. A Kind's value is its
+table's name and a State's value is what the `state` column holds. The migrations in
+migrations/versions keep their own literal copies on purpose: they are frozen history.
+"""
+
+from __future__ import annotations
+
+from connector.outbox.records import Kind, State
+
+CDR_TABLE = Kind.CDR.value
+RECORDING_TABLE = Kind.RECORDING.value
+CSV_POSITION_TABLE = "csv_position"
+BACKLOG_VIEW = "backlog"
+FAILED_VIEW = "failed"
+
+# Partial indexes of pending rows: the due reads name them (INDEXED BY).
+PENDING_INDEX = {Kind.CDR: "ix_cdr_pending", Kind.RECORDING: "ix_recording_pending"}
+FAILED_INDEX = {Kind.CDR: "ix_cdr_failed", Kind.RECORDING: "ix_recording_failed"}
+UNIQUEID_INDEX = {Kind.CDR: "ix_cdr_uniqueid", Kind.RECORDING: "ix_recording_uniqueid"}
+CDR_LINKEDID_INDEX = "ix_cdr_linkedid"
+
+
+def quoted(state: State) -> str:
+    """Spell a state as an SQL string literal, for statements built from these names."""
+    return f"'{state.value}'"
+
+
+PENDING = quoted(State.PENDING)
+SENT = quoted(State.SENT)
+FILTERED = quoted(State.FILTERED)
+FAILED = quoted(State.FAILED)
+STATES_SQL = ", ".join(quoted(state) for state in State)

@@ -1,0 +1,1 @@
+"""Test doubles: the demo's simulators with the switches only tests and benchmarks use."""
