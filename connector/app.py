@@ -97,7 +97,7 @@ class Connector:
         self.store = store
         self.new_rows = asyncio.Event()
         self.writer = CdrWriter(NotifyingSink(store, self.new_rows))
-        self.follower = CsvFollower.from_settings(settings, store, self.new_rows)
+        self.follower = CsvFollower.from_settings(settings, NotifyingSink(store, self.new_rows))
         password = settings.ami_password.get_secret_value() if settings.ami_password else ""
         # gate: when Cdr frames arrive faster than the outbox commits them (and commits succeed),
         # reading pauses briefly and the kernel's socket buffers hold the rest; see CdrWriter.

@@ -26,7 +26,13 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from connector.backoff import backoff_delay
-from connector.cdr.identity import canonical_identity, fingerprint_of_json, first_wins, headers_json
+from connector.cdr.identity import (
+    canonical_identity,
+    fingerprint_of_json,
+    first_wins,
+    headers_json,
+    linked_id,
+)
 from connector.errors import OutboxError
 from connector.metrics import (
     CDRS_DROPPED,
@@ -78,7 +84,6 @@ def received_at(timestamp: float) -> str:
 def new_cdr(headers: Headers, timestamp: float) -> NewCdr:
     """Build the outbox row of one Cdr event: every header as received, plus its identity."""
     fields = first_wins(headers)
-    linkedid = fields.get("LinkedID") or fields.get("Linkedid") or fields.get("linkedid")
     raw_json = headers_json(headers)
     return NewCdr(
         headers=headers,
@@ -86,7 +91,7 @@ def new_cdr(headers: Headers, timestamp: float) -> NewCdr:
         identity=canonical_identity(fields),
         fingerprint=fingerprint_of_json(raw_json),
         uniqueid=fields.get("UniqueID", ""),
-        linkedid=linkedid or None,
+        linkedid=linked_id(fields) or None,
         raw_json=raw_json,
     )
 

@@ -67,7 +67,7 @@ MALFORMED_LOG_LIMIT = 100  # lines logged one by one per follower; after that, o
 
 
 class BackfillStore(Protocol):
-    """What the follower needs from the outbox (connector.outbox.store.Store)."""
+    """What the follower needs of the outbox: the Store, or in `run` a NotifyingSink waking the drainer."""
 
     async def append_cdrs(self, rows: Sequence[NewCdr], position: CsvPosition | None = None) -> int:
         """Store rows and the position in one transaction; return how many rows were new."""
@@ -122,7 +122,6 @@ class CsvFollower:
         grace_s: float = DEFAULT_GRACE_S,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         batch_bytes: int = BATCH_BYTES,
-        new_rows: asyncio.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # The key of the saved position: `a//b/./Master.csv` and `a/b/Master.csv` are one file.
@@ -132,7 +131,6 @@ class CsvFollower:
         self._store = store
         self._start = start.strip().lower()
         self._parser = LineParser(layout, cutoff_text(start, resolve_zone(zone_name)))
-        self._new_rows = new_rows
         self._clock = clock
         self._stop = asyncio.Event()
         self._file: OpenFile | None = None
@@ -146,7 +144,6 @@ class CsvFollower:
         cls,
         settings: Settings,
         store: BackfillStore,
-        new_rows: asyncio.Event | None = None,
         **options: Any,
     ) -> CsvFollower | None:
         """Build the follower CDR_BACKFILL_* ask for; None when CDR_BACKFILL_CSV is empty.
@@ -166,7 +163,6 @@ class CsvFollower:
             layout,
             start=settings.cdr_backfill_from,
             zone_name=settings.asterisk_tz,
-            new_rows=new_rows,
             **options,
         )
 
@@ -399,8 +395,6 @@ class CsvFollower:
         self.skipped += parsed.skipped
         if new:
             CDRS_RECOVERED.inc(new)
-            if self._new_rows is not None:
-                self._new_rows.set()
             log.info(
                 "%s: recovered %d CDR(s) that did not come over AMI (up to line %d)",
                 name,

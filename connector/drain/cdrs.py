@@ -1,4 +1,4 @@
-"""The CDR drainer: claim due rows, filter, map, post, and settle each row.
+"""The CDR drainer: take due rows, filter, map, post, and settle each row.
 
 Batch mode posts up to CDR_BATCH_SIZE CDRs per request: a full batch goes at once, a partial batch
 once its oldest CDR has waited CDR_BATCH_FORCE_TIMEOUT seconds. Direct mode posts one CDR per
@@ -26,8 +26,7 @@ from connector.cdr.filters import FilterRules, filter_reason
 from connector.cdr.identity import first_wins
 from connector.cdr.mapping import MappingOptions, cdr_payload
 from connector.config import CdrMode, Settings
-from connector.drain.gate import DeliveryGate
-from connector.drain.loop import run_slots, wait_for_event
+from connector.drain.loop import SlotDrainer, wait_for_event
 from connector.errors import AuthRefused, OutboxError, Rejected, RetryLater
 from connector.outbox.records import CdrRow, Kind
 from connector.outbox.store import Store
@@ -68,7 +67,7 @@ class DrainSettings:
         )
 
 
-class CdrDrainer:
+class CdrDrainer(SlotDrainer[list[CdrRow]]):
     """Delivers pending CDRs until stopped."""
 
     def __init__(
@@ -85,32 +84,13 @@ class CdrDrainer:
         self._rules = rules
         self._options = options
         self._pace = pace
-        self._new_rows = new_rows
-        self._stopping = asyncio.Event()
-        self._slots = asyncio.Semaphore(pace.max_concurrent)
         self._backlog = False
-        # Rows taken for delivery and not settled yet. Only one `connector run` may own the outbox
-        # (DATA_DIR lock), so this set is the whole truth: claiming needs no write, and a crash
-        # leaves nothing behind but pending rows, delivered again at the next start.
-        self._in_flight: set[int] = set()
-        self.gate = DeliveryGate(
-            "cdr drainer", self._stopping, base_s=pace.retry_base_s, cap_s=pace.retry_cap_s
-        )
-
-    def stop(self) -> None:
-        """Stop taking rows; requests in flight finish (the caller bounds them with a deadline)."""
-        self._stopping.set()
-        self._new_rows.set()
-
-    async def run(self) -> None:
-        """Take due rows and deliver them until stop() is called."""
-        await run_slots(
+        super().__init__(
             "cdr drainer",
-            stopping=self._stopping,
-            gate=self.gate,
-            slots=self._slots,
-            take=self._next_batch,
-            deliver=self._deliver_in_slot,
+            new_rows,
+            concurrency=pace.max_concurrent,
+            retry_base_s=pace.retry_base_s,
+            retry_cap_s=pace.retry_cap_s,
         )
 
     async def run_once(self) -> int:
@@ -128,7 +108,7 @@ class CdrDrainer:
         self._backlog = len(batch) == size
         return batch
 
-    async def _next_batch(self) -> list[CdrRow]:
+    async def _take_next(self) -> list[CdrRow]:
         """Wait until a batch is worth sending, then take it ([] when stopping)."""
         size = 1 if self._pace.direct else self._pace.batch_size
         if self._backlog:

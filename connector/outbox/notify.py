@@ -26,6 +26,10 @@ class NotifyingSink:
         """Append CDRs (and the CSV position) as Store.append_cdrs does; wake the drainer if any was new."""
         return self._stored(await self._store.append_cdrs(rows, position))
 
+    async def csv_position(self, path: str) -> CsvPosition | None:
+        """Where the CSV follower of `path` stopped, as Store.csv_position says."""
+        return await self._store.csv_position(path)
+
     async def append_recordings(self, rows: Sequence[NewRecording]) -> int:
         """Append recordings as Store.append_recordings does; wake the uploader if any was new."""
         return self._stored(await self._store.append_recordings(rows))

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from connector.cdr.identity import dedupe_key
 from connector.outbox.records import NewCdr
 
 # The raw column holds the headers as a JSON array of [name, value] pairs, exactly as received.
@@ -39,7 +40,7 @@ def number_cdrs(rows: Sequence[NewCdr], known: Iterable[tuple[str, str | None]])
     numbered = NumberedCdrs([], [])
     for row in rows:
         if row.occurrence is not None or row.fingerprint is None:
-            key = f"{row.identity}#{row.occurrence or 1}"
+            key = dedupe_key(row.identity, row.occurrence or 1)
             if key in owner:
                 continue
         else:
@@ -49,9 +50,9 @@ def number_cdrs(rows: Sequence[NewCdr], known: Iterable[tuple[str, str | None]])
             seen.add(row.fingerprint)
             number = len(seen)
             # After a purge the n-th number may still belong to another frame: take the next free one.
-            while owner.get(f"{row.identity}#{number}") is not None:
+            while owner.get(dedupe_key(row.identity, number)) is not None:
                 number += 1
-            key = f"{row.identity}#{number}"
+            key = dedupe_key(row.identity, number)
         raw = row.raw_json or _JSON.encode(row.headers)
         params = (
             row.received_at,

@@ -265,31 +265,25 @@ class Store:
         (changed,) = await self._transaction([(sql, {"sha256": sha256, "now": utc_now(), "id": row_id})])
         return changed
 
-    async def mark_filtered(self, kind: Kind, reasons: Mapping[int, str]) -> int:
-        """Mark pending rows filtered, each with the reason."""
-        sql = (
-            f"UPDATE {kind.value} SET state = {FILTERED}, filter_reason = :reason,"
-            f" updated_at = :now WHERE state = {PENDING} AND id = :id"
-        )
-        now = utc_now()
-        params = [{"id": i, "reason": reason, "now": now} for i, reason in reasons.items()]
-        if not params:
+    async def _settle_each(self, kind: Kind, assignments: str, texts: Mapping[int, str]) -> int:
+        """Settle pending rows one text each (`:text` in `assignments`), in one transaction."""
+        if not texts:
             return 0
+        sql = f"UPDATE {kind.value} SET {assignments}, updated_at = :now WHERE state = {PENDING} AND id = :id"
+        now = utc_now()
+        params = [{"id": i, "text": text, "now": now} for i, text in texts.items()]
         (changed,) = await self._transaction([(sql, params)])
         return changed
 
+    async def mark_filtered(self, kind: Kind, reasons: Mapping[int, str]) -> int:
+        """Mark pending rows filtered, each with the reason."""
+        return await self._settle_each(kind, f"state = {FILTERED}, filter_reason = :text", reasons)
+
     async def mark_failed(self, kind: Kind, errors: Mapping[int, str]) -> int:
         """Mark pending rows failed, each with the API's answer."""
-        sql = (
-            f"UPDATE {kind.value} SET state = {FAILED}, attempts = attempts + 1,"
-            f" last_error = :error, updated_at = :now WHERE state = {PENDING} AND id = :id"
+        return await self._settle_each(
+            kind, f"state = {FAILED}, attempts = attempts + 1, last_error = :text", errors
         )
-        now = utc_now()
-        params = [{"id": i, "error": error, "now": now} for i, error in errors.items()]
-        if not params:
-            return 0
-        (changed,) = await self._transaction([(sql, params)])
-        return changed
 
     async def reschedule(self, kind: Kind, ids: Sequence[int], delay_s: float, error: str) -> int:
         """Keep rows pending, count the attempt, and make them due again after delay_s."""

@@ -40,8 +40,7 @@ from connector import metrics
 from connector.api.multipart import FileState, TrailingDigest
 from connector.cdr.mapping import MappingOptions, mapping_options
 from connector.config import Settings
-from connector.drain.gate import DeliveryGate
-from connector.drain.loop import run_slots, wait_for_event
+from connector.drain.loop import SlotDrainer, wait_for_event
 from connector.errors import AuthRefused, FileProblem, OutboxError, Rejected, RetryLater
 from connector.outbox.records import Kind, RecordingRow
 from connector.outbox.store import Store
@@ -100,7 +99,7 @@ class UploadSettings:
         )
 
 
-class RecordingUploader:
+class RecordingUploader(SlotDrainer[RecordingRow]):
     """Uploads pending recordings until stopped."""
 
     def __init__(
@@ -115,13 +114,13 @@ class RecordingUploader:
         self._api = api
         self._options = options
         self._pace = pace
-        self._new_rows = new_rows
-        self._stopping = asyncio.Event()
-        self._slots = asyncio.Semaphore(pace.concurrency)
-        self._in_flight: set[int] = set()
         self._wake_times: list[float] = []  # monotonic times at which rows we put off come due
-        self.gate = DeliveryGate(
-            "recording uploader", self._stopping, base_s=pace.retry_base_s, cap_s=pace.retry_cap_s
+        super().__init__(
+            "recording uploader",
+            new_rows,
+            concurrency=pace.concurrency,
+            retry_base_s=pace.retry_base_s,
+            retry_cap_s=pace.retry_cap_s,
         )
 
     @classmethod
@@ -135,22 +134,6 @@ class RecordingUploader:
     def in_flight(self) -> frozenset[int]:
         """Ids of the rows taken and not settled yet (or held back after an error)."""
         return frozenset(self._in_flight)
-
-    def stop(self) -> None:
-        """Stop taking rows; uploads in flight finish (the caller bounds them with a deadline)."""
-        self._stopping.set()
-        self._new_rows.set()
-
-    async def run(self) -> None:
-        """Take due rows and upload them until stop() is called."""
-        await run_slots(
-            "recording uploader",
-            stopping=self._stopping,
-            gate=self.gate,
-            slots=self._slots,
-            take=self._next_row,
-            deliver=self._deliver_in_slot,
-        )
 
     async def run_once(self) -> int:
         """Handle whatever is due now (up to the concurrency), without pacing; return rows handled."""
@@ -169,7 +152,7 @@ class RecordingUploader:
         self._in_flight.update(row.id for row in rows)
         return rows
 
-    async def _next_row(self) -> RecordingRow | None:
+    async def _take_next(self) -> RecordingRow | None:
         """Take the oldest due recording not already being uploaded; wait while there is none."""
         while not self._stopping.is_set():
             self._new_rows.clear()

@@ -1,4 +1,4 @@
-"""The reading side of AmiProtocol: each panoramisk defect of ami-notes.md, fixed and tested.
+"""The reading side of AmiProtocol: each data-losing panoramisk defect (README, "Input robustness"), fixed.
 
 The frames are fed straight into data_received (as the event loop does after each TCP read), so
 the split points are exact; tests/ami/test_ami_client.py covers the same over real sockets.

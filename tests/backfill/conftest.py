@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from connector.backfill.follower import CsvFollower
-from connector.outbox.store import Store
+from connector.backfill.follower import BackfillStore, CsvFollower
 from tests.backfill.helpers import CSV_LAYOUT
 
 FollowerFactory = Callable[..., CsvFollower]
@@ -20,7 +19,7 @@ def make_follower() -> Iterator[FollowerFactory]:
     """Build followers (no grace period, from the start unless told) and close them afterwards."""
     made: list[CsvFollower] = []
 
-    def make(store: Store, path: Path | str, layout: Any = CSV_LAYOUT, **options: Any) -> CsvFollower:
+    def make(store: BackfillStore, path: Path | str, layout: Any = CSV_LAYOUT, **options: Any) -> CsvFollower:
         options.setdefault("grace_s", 0.0)
         options.setdefault("start", "start")
         made.append(CsvFollower(store, path, layout, **options))

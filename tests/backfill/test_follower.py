@@ -15,6 +15,7 @@ from connector.backfill.lines import LineParser
 from connector.config import load_settings
 from connector.errors import ConfigError
 from connector.metrics import REGISTRY
+from connector.outbox.notify import NotifyingSink
 from connector.outbox.records import CsvPosition
 from connector.outbox.store import Store
 from tests.backfill.conftest import FollowerFactory
@@ -280,7 +281,7 @@ async def test_new_rows_wake_the_drainer(store: Store, master: Path, make_follow
     woken = asyncio.Event()
     write(master, lines(1, 1))
     await store.append_cdrs([build_cdr(1)])
-    await make_follower(store, master, new_rows=woken).run_once()
+    await make_follower(NotifyingSink(store, woken), master).run_once()
     assert woken.is_set()
 
 
@@ -289,7 +290,7 @@ async def test_run_and_stop(
 ) -> None:
     write(master, lines(1, 2))
     woken = asyncio.Event()
-    follower = make_follower(store, master, poll_interval_s=0.01, new_rows=woken)
+    follower = make_follower(NotifyingSink(store, woken), master, poll_interval_s=0.01)
     task = asyncio.create_task(follower.run())
     await asyncio.wait_for(woken.wait(), 30)
     follower.stop()
@@ -347,7 +348,7 @@ async def test_run_logs_a_failure_and_carries_on_once_the_cause_is_gone(
 ) -> None:
     os.mkdir(master)  # not a readable file: e.g. a wrong mount
     woken = asyncio.Event()
-    follower = make_follower(store, master, poll_interval_s=0.01, new_rows=woken)
+    follower = make_follower(NotifyingSink(store, woken), master, poll_interval_s=0.01)
     with caplog.at_level(logging.ERROR):
         task = asyncio.create_task(follower.run())
         while not any("cannot follow" in record.getMessage() for record in caplog.records):
