@@ -8,6 +8,8 @@ a change here without a migration fails.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -37,6 +39,19 @@ from connector.outbox.records import Kind, State
 
 metadata = MetaData()
 
+
+def delivery_columns() -> list[Column[Any]]:
+    """The columns every deliverable row has: its state and its delivery attempts."""
+    return [
+        Column("state", Text, nullable=False, server_default=State.PENDING.value),
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("next_attempt_at", Text, nullable=False),
+        Column("last_error", Text),
+        Column("filter_reason", Text),
+        Column("sent_at", Text),
+    ]
+
+
 cdr = Table(
     CDR_TABLE,
     metadata,
@@ -53,12 +68,7 @@ cdr = Table(
     Column("linkedid", Text),
     # JSON array of [header, value] pairs, exactly as received and in order.
     Column("raw", Text, nullable=False),
-    Column("state", Text, nullable=False, server_default=State.PENDING.value),
-    Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("next_attempt_at", Text, nullable=False),
-    Column("last_error", Text),
-    Column("filter_reason", Text),
-    Column("sent_at", Text),
+    *delivery_columns(),
     Column("updated_at", Text, nullable=False),
     CheckConstraint(f"state IN ({STATES_SQL})", name="ck_cdr_state"),
     # Ids are never reused, even after `connector purge`: an id in a log line or a `resend --id`
@@ -84,12 +94,7 @@ recording = Table(
     Column("detected_at", Text, nullable=False),
     Column("uniqueid", Text),
     Column("linkedid", Text),
-    Column("state", Text, nullable=False, server_default=State.PENDING.value),
-    Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("next_attempt_at", Text, nullable=False),
-    Column("last_error", Text),
-    Column("filter_reason", Text),
-    Column("sent_at", Text),
+    *delivery_columns(),
     Column("deleted_at", Text),
     Column("updated_at", Text, nullable=False),
     UniqueConstraint("path", "size", "mtime", name="uq_recording_file"),
