@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from connector.cdr.raw import raw_json as encode_raw  # noqa: E402
 from connector.outbox.migrate import prepare_database  # noqa: E402
+from connector.outbox.names import RAW_JOIN  # noqa: E402
 from connector.outbox.records import Kind, NewCdr  # noqa: E402
 from connector.outbox.rows import CDR_COLUMNS  # noqa: E402
 from connector.outbox.statements import due_sql  # noqa: E402
@@ -72,12 +74,13 @@ HEADER_TEMPLATE: tuple[tuple[str, str], ...] = (
 )
 
 RAW_INSERT = """
-INSERT INTO cdr (received_at, dedupe_key, identity, fingerprint, source, uniqueid, linkedid, raw,
+INSERT INTO cdr (id, received_at, dedupe_key, identity, fingerprint, source, uniqueid, linkedid,
                  state, attempts, next_attempt_at, updated_at)
-VALUES (?, ?, ?, ?, 'ami', ?, ?, ?, ?, 0, ?, ?)
+VALUES (?, ?, ?, ?, ?, 'ami', ?, ?, ?, 0, ?, ?)
 """
+RAW_INSERT_HEADERS = "INSERT INTO cdr_raw (id, raw) VALUES (?, ?)"
 # The store's due read (the very statement) and mark-sent statement, run raw for comparison.
-RAW_DUE = due_sql(Kind.CDR, CDR_COLUMNS)
+RAW_DUE = due_sql(Kind.CDR, CDR_COLUMNS, RAW_JOIN)
 RAW_MARK_SENT = (
     "UPDATE cdr SET state = 'sent', sent_at = ?, updated_at = ?, last_error = NULL"
     " WHERE state = 'pending' AND id IN (SELECT value FROM json_each(?))"
@@ -108,7 +111,7 @@ def headers(n: int) -> tuple[tuple[str, str], ...]:
 
 def raw_json(n: int) -> str:
     """The n-th CDR's headers as the `raw` column holds them."""
-    return json.dumps([list(pair) for pair in headers(n)], ensure_ascii=False)
+    return encode_raw(headers(n))
 
 
 def new_cdr(n: int, encoded: bool = True) -> NewCdr:
@@ -125,10 +128,17 @@ def new_cdr(n: int, encoded: bool = True) -> NewCdr:
 
 
 def raw_row(n: int, state: str = "pending") -> tuple[Any, ...]:
-    """The n-th CDR as the parameters of RAW_INSERT (what the store would write)."""
+    """The n-th CDR (id n + 1) as the parameters of RAW_INSERT (what the store would write)."""
     uniqueid = f"1795735394.{n}"
     identity = f"{n:032x}"
-    return (PAST, f"{identity}#1", identity, f"{n:031x}f", uniqueid, uniqueid, raw_json(n), state, PAST, PAST)
+    return (n + 1, PAST, f"{identity}#1", identity, f"{n:031x}f", uniqueid, uniqueid, state, PAST, PAST)
+
+
+def raw_insert(db: sqlite3.Connection, numbers: Iterable[int], state_of: Callable[[int], str]) -> None:
+    """Insert CDRs and their headers with plain executemany, as the store's two statements do."""
+    numbers = list(numbers)
+    db.executemany(RAW_INSERT, [raw_row(n, state_of(n)) for n in numbers])
+    db.executemany(RAW_INSERT_HEADERS, [(n + 1, raw_json(n)) for n in numbers])
 
 
 def fresh_outbox(folder: Path, name: str) -> Path:
@@ -159,12 +169,11 @@ def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def raw_append(path: Path, rows: int, per_txn: int) -> float:
     """Rows/s of raw executemany, one transaction per batch."""
-    params = [raw_row(n) for n in range(rows)]
     db = raw_connection(path)
     started = time.perf_counter()
-    for batch in batches(params, per_txn):
+    for batch in batches(list(range(rows)), per_txn):
         db.execute("BEGIN IMMEDIATE")
-        db.executemany(RAW_INSERT, batch)
+        raw_insert(db, batch, lambda _: "pending")
         db.execute("COMMIT")
     elapsed = time.perf_counter() - started
     db.close()
@@ -299,12 +308,10 @@ def build_outbox(path: Path, total: int, pending: int) -> None:
     db.execute("PRAGMA synchronous=OFF")
     for start in range(0, total, 50_000):
         db.execute("BEGIN")
-        db.executemany(
-            RAW_INSERT,
-            (
-                raw_row(n, "sent" if n < total - pending else "pending")
-                for n in range(start, min(total, start + 50_000))
-            ),
+        raw_insert(
+            db,
+            range(start, min(total, start + 50_000)),
+            lambda n: "sent" if n < total - pending else "pending",
         )
         db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -25,10 +25,13 @@ from connector.cdr.filters import filter_rules
 from connector.cdr.mapping import mapping_options
 from connector.config import Settings
 from connector.drain.cdrs import CdrDrainer, DrainSettings
-from connector.errors import OutboxError, StartupError
+from connector.errors import OutboxCorrupt, OutboxError, StartupError
 from connector.health import Probe, start_monitoring
+from connector.metrics import OUTBOX_QUARANTINED
 from connector.outbox.lock import DataDirLock
 from connector.outbox.notify import NotifyingSink
+from connector.outbox.quarantine import move_aside, quarantined_files
+from connector.outbox.retention import RetentionPass, RetentionSettings
 from connector.outbox.store import Store
 from connector.recordings.uploader import RecordingUploader
 from connector.recordings.watcher import RecordingWatcher
@@ -122,6 +125,7 @@ class Connector:
             DrainSettings.from_settings(settings),
             self.new_rows,
         )
+        self.retention = RetentionPass(store, RetentionSettings.from_settings(settings))
 
     def healthy(self) -> tuple[bool, str]:
         """Alive and able to write the outbox."""
@@ -181,6 +185,9 @@ class Connector:
         background = [
             asyncio.create_task(_periodic(STATS_REFRESH_S, self._refresh_stats, "stats refresh")),
             asyncio.create_task(_periodic(STATS_LOG_S, self._log_stats, "stats log")),
+            asyncio.create_task(
+                _periodic(self.retention.settings.interval_s, self.retention.run_once, "retention pass")
+            ),
         ]
         parts = self._parts()
         for part in parts:
@@ -228,8 +235,30 @@ async def run_connector(settings: Settings) -> int:
     # The lock first: a second `connector run` must not even migrate the outbox of the first.
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
+    path = settings.outbox_path
     try:
-        store = await Store.open(settings.outbox_path)
+        if earlier := quarantined_files(path):
+            log.warning(
+                "DATA_DIR holds damaged outbox files moved aside at earlier starts: %s; "
+                "`connector salvage FILE` recovers their rows; delete each one once salvaged",
+                ", ".join(str(file) for file in earlier),
+            )
+        try:
+            store = await Store.open(path)
+        except OutboxCorrupt as error:
+            # A damaged outbox must not stop collection: keep it intact for salvage, start afresh.
+            moved = await asyncio.to_thread(move_aside, path)
+            OUTBOX_QUARANTINED.inc()
+            log.error(
+                "outbox %s %s: moved it aside to %s%s and started a fresh outbox; "
+                "rows not yet delivered are in that file: `connector salvage %s` recovers them",
+                path,
+                error.problem,
+                moved.database,
+                f" (with {', '.join(file.name for file in moved.companions)})" if moved.companions else "",
+                moved.database,
+            )
+            store = await Store.open(path)
     except BaseException:
         lock.release()
         raise

@@ -1,4 +1,4 @@
-"""The `connector` command line: run, status, resend, purge, migrate, check and the rest.
+"""The `connector` command line: run, status, resend, purge, migrate, salvage, check and the rest.
 
 Every user mistake (configuration, arguments, an outbox that cannot be used) ends as one line on
 stderr and exit code 2, never a traceback.
@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from connector import __version__
@@ -22,7 +23,9 @@ from connector.logs import configure_logging
 from connector.outbox.migrate import known_revisions, prepare_database
 from connector.outbox.records import Kind, State
 from connector.outbox.rows import OutboxStats
+from connector.outbox.salvage import SalvageCounts, salvage_file
 from connector.outbox.store import Store
+from connector.progress import Progress
 from connector.timeutil import age_seconds, parse_iso, to_iso
 
 EXIT_USAGE = 2
@@ -169,6 +172,42 @@ def cmd_check(args: argparse.Namespace) -> int:
     return report(asyncio.run(run_checks(settings)), as_json=args.json)
 
 
+def _salvage_source(file: Path, outbox: Path) -> None:
+    """Refuse, in one line, a FILE that salvage cannot read from."""
+    if not file.exists():
+        raise UserError(
+            f"{file} does not exist: give the path of a damaged or quarantined outbox, "
+            f"e.g. {outbox}.corrupt-<time>"
+        )
+    if not file.is_file():
+        raise UserError(f"{file} is not a file: give the path of a damaged or quarantined outbox")
+    if outbox.exists() and file.samefile(outbox):
+        raise UserError(
+            f"{file} is the live outbox of DATA_DIR {outbox.parent}: salvage imports another file into "
+            f"it, e.g. {outbox}.corrupt-<time>"
+        )
+
+
+async def _salvage(file: Path, outbox: Path, display: Progress) -> SalvageCounts:
+    store = await Store.open(outbox)
+    try:
+        return await salvage_file(file, store, lambda counts: display.show(counts.progress()))
+    finally:
+        display.end()
+        await store.close()
+
+
+def cmd_salvage(args: argparse.Namespace) -> int:
+    settings = load_store_settings()
+    _salvage_source(args.file, settings.outbox_path)
+    counts = asyncio.run(_salvage(args.file, settings.outbox_path, Progress(sys.stderr)))
+    hint = counts.lost_cdrs.hint()
+    if hint:
+        print(hint)
+    print(counts.line())
+    return 0
+
+
 def _positive_id(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -214,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="create or upgrade the outbox schema")
     migrate.set_defaults(handler=cmd_migrate)
+
+    salvage = commands.add_parser(
+        "salvage",
+        help="import every row a damaged or quarantined outbox still holds, each in its state",
+        description="Read FILE (a damaged or quarantined outbox, never changed) row by row, around "
+        "pages that cannot be read, and import its rows into the outbox of DATA_DIR by dedupe key: "
+        "pending rows are then delivered, sent rows stay sent. Safe to repeat, and beside `run`.",
+    )
+    salvage.add_argument("file", type=Path, metavar="FILE", help="e.g. DATA_DIR/outbox.db.corrupt-<time>")
+    salvage.set_defaults(handler=cmd_salvage)
 
     add_backfill_parser(commands)
     add_demo_parser(commands)

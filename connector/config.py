@@ -180,6 +180,9 @@ class Settings(StoreSettings):
     api_timeout: float = Field(30.0, gt=0)
     host_hostname: str = ""
     asterisk_tz: str = ""
+    # Retention in `connector run` (OUTBOX_RETENTION_DAYS is read by StoreSettings, for `purge` too)
+    outbox_purge_interval: float = Field(3600.0, gt=0)
+    outbox_max_mb: float = 1024.0
 
     @field_validator(
         "cdr_filter_exclude_dst",
@@ -246,6 +249,13 @@ class Settings(StoreSettings):
             parse_iso(value)
         except ValueError:
             raise ValueError("must be end, start, or an ISO date such as 2026-11-01") from None
+        return value
+
+    @field_validator("outbox_max_mb")
+    @classmethod
+    def _size_bound(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be 0 (no bound) or a size in MB, e.g. 1024")
         return value
 
     @field_validator("cdr_internal_pattern")

@@ -8,7 +8,8 @@ ConnectorError           every error the connector raises on purpose
 ├── FileProblem          a recording cannot be read as detected → its row fails with the message
 │   └── FileChanged      its size or mtime differ from what was detected
 ├── OutboxError          the outbox cannot be opened or used (one line for the user, exit 2)
-│   └── OutboxLocked     another `connector run` owns this DATA_DIR
+│   ├── OutboxLocked     another `connector run` owns this DATA_DIR
+│   └── OutboxCorrupt    the file is damaged or not a database: `run` moves it aside, the rest refuse
 ├── AmiError             an AMI session could not be set up or used
 │   └── LoginRefused     Asterisk refused AMI_USERNAME/AMI_PASSWORD
 ├── ConfigError          the settings are invalid; one line per variable (exit 2)
@@ -20,6 +21,8 @@ The detail of a SendError is the API client's one-line text (e.g. `HTTP 422 Unpr
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class ConnectorError(Exception):
@@ -71,6 +74,18 @@ class OutboxError(ConnectorError):
 
 class OutboxLocked(OutboxError):
     """Another `connector run` already owns the DATA_DIR."""
+
+
+class OutboxCorrupt(OutboxError):
+    """The outbox file is damaged or not a database (`problem` says how); its bytes are untouched."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(
+            f"{path} {problem}: `connector run` moves it aside (to {path.name}.corrupt-<time>) and starts "
+            "a fresh outbox; `connector salvage <that file>` recovers its rows"
+        )
+        self.path = path
+        self.problem = problem
 
 
 class AmiError(ConnectorError):

@@ -108,10 +108,30 @@ OUTBOX_OLDEST_PENDING_AGE = Gauge(
     registry=REGISTRY,
 )
 OUTBOX_DB_BYTES = Gauge("outbox_db_bytes", "Size of the outbox database with its WAL", registry=REGISTRY)
+OUTBOX_QUARANTINED = Counter(
+    "outbox_quarantined_total",
+    "Damaged outbox files moved aside at start (connector salvage FILE recovers their rows)",
+    registry=REGISTRY,
+)
 DATA_DIR_FREE_BYTES = Gauge("data_dir_free_bytes", "Free space in DATA_DIR", registry=REGISTRY)
 # Written by the ingest writer (connector.ami.ingest) only: it is the one that writes the outbox.
 OUTBOX_WRITABLE = Gauge(
     "outbox_writable", "1 while the last outbox write succeeded, else 0", registry=REGISTRY
+)
+# Written by the retention pass of `connector run` (connector.outbox.retention) only.
+OUTBOX_PURGED_ROWS = Counter(
+    "outbox_purged_rows",
+    "Sent and filtered rows deleted by retention (age or size bound)",
+    ["table"],
+    registry=REGISTRY,
+)
+OUTBOX_MAX_BYTES = Gauge(
+    "outbox_max_bytes", "The outbox size bound (OUTBOX_MAX_MB in bytes; 0: no bound)", registry=REGISTRY
+)
+OUTBOX_OVER_BOUND = Gauge(
+    "outbox_over_bound",
+    "1 while pending and failed rows alone use more than the size bound, else 0",
+    registry=REGISTRY,
 )
 
 

@@ -33,6 +33,7 @@ from connector.cdr.identity import (
     headers_json,
     linked_id,
 )
+from connector.cdr.raw import raw_json
 from connector.errors import OutboxError
 from connector.metrics import (
     CDRS_DROPPED,
@@ -84,15 +85,15 @@ def received_at(timestamp: float) -> str:
 def new_cdr(headers: Headers, timestamp: float) -> NewCdr:
     """Build the outbox row of one Cdr event: every header as received, plus its identity."""
     fields = first_wins(headers)
-    raw_json = headers_json(headers)
     return NewCdr(
         headers=headers,
         received_at=received_at(timestamp),
         identity=canonical_identity(fields),
-        fingerprint=fingerprint_of_json(raw_json),
+        # Over the frame's [name, value] array, as the fingerprints already stored were computed.
+        fingerprint=fingerprint_of_json(headers_json(headers)),
         uniqueid=fields.get("UniqueID", ""),
         linkedid=linked_id(fields) or None,
-        raw_json=raw_json,
+        raw_json=raw_json(headers),
     )
 
 

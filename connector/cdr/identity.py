@@ -82,7 +82,7 @@ def identity_of_values(values: Sequence[str]) -> str:
 
 
 def headers_json(headers: Iterable[tuple[str, str]]) -> str:
-    """Encode ordered headers as a JSON array of [name, value] pairs (the stored `raw`).
+    """Encode ordered headers as a JSON array of [name, value] pairs (what the fingerprint hashes).
 
     Byte for byte what json.dumps(..., ensure_ascii=False) gives, at half the cost: this runs for
     every Cdr frame on the reading thread.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
-from connector.cdr.identity import event_id, first_wins, linked_id
+from connector.cdr.identity import event_id, linked_id
+from connector.cdr.raw import raw_object
 from connector.cdr.times import resolve_zone, to_utc_iso
 from connector.outbox.records import CdrRow, Headers
 
@@ -119,26 +120,17 @@ def direction(fields: Mapping[str, str], pattern: re.Pattern[str]) -> str:
     return "inbound"
 
 
-def raw_object(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Every header as a JSON object, in order; a repeated name gets `#2`, `#3`, ... appended."""
-    raw: dict[str, str] = {}
-    for name, value in headers:
-        key, occurrence = name, 1
-        while key in raw:
-            occurrence += 1
-            key = f"{name}#{occurrence}"
-        raw[key] = value
-    return raw
+def map_cdr(headers: Headers, cdr_event_id: str, options: MappingOptions) -> dict[str, Any]:
+    """Build the API's CDR object from ordered headers (see map_raw)."""
+    return map_raw(raw_object(headers), cdr_event_id, options)
 
 
-def map_cdr(
-    headers: Headers, cdr_event_id: str, options: MappingOptions, fields: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """Build the API's CDR object; keys whose value is unknown are omitted, never null.
+def map_raw(raw: Mapping[str, str], cdr_event_id: str, options: MappingOptions) -> dict[str, Any]:
+    """Build the API's CDR object from the stored raw object; unknown values are omitted, never null.
 
-    `fields` (first_wins of the headers) may be passed when the caller has it already.
+    The raw object serves as the fields too: a header's first value is under its own name.
     """
-    fields = first_wins(headers) if fields is None else fields
+    fields = raw
     cdr: dict[str, Any] = {"event_id": cdr_event_id}
     for key, header in _STRING_FIELDS:
         if header in fields:
@@ -158,12 +150,10 @@ def map_cdr(
         if number is not None:
             cdr[key] = number
     cdr["direction"] = direction(fields, options.internal_pattern)
-    cdr["raw"] = raw_object(headers)
+    cdr["raw"] = dict(raw)
     return cdr
 
 
-def cdr_payload(
-    row: CdrRow, options: MappingOptions, fields: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+def cdr_payload(row: CdrRow, options: MappingOptions) -> dict[str, Any]:
     """Map a stored row, with the event_id derived from its dedupe key."""
-    return map_cdr(row.headers, event_id(row.dedupe_key), options, fields)
+    return map_raw(row.raw, event_id(row.dedupe_key), options)

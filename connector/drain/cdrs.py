@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 from connector import metrics
 from connector.cdr.filters import FilterRules, filter_reason
-from connector.cdr.identity import first_wins
 from connector.cdr.mapping import MappingOptions, cdr_payload
 from connector.config import CdrMode, Settings
 from connector.drain.loop import SlotDrainer, wait_for_event
@@ -156,12 +155,11 @@ class CdrDrainer(SlotDrainer[list[CdrRow]]):
         items: list[Item] = []
         filtered: dict[int, str] = {}
         for row in batch:
-            fields = first_wins(row.headers)
-            reason = filter_reason(fields, self._rules)
+            reason = filter_reason(row.raw, self._rules)
             if reason:
                 filtered[row.id] = reason
             else:
-                items.append((row.id, cdr_payload(row, self._options, fields)))
+                items.append((row.id, cdr_payload(row, self._options)))
         if filtered:
             await asyncio.shield(self._store.mark_filtered(Kind.CDR, filtered))
             for reason in filtered.values():

@@ -1,28 +1,36 @@
 """Open-time checks and Alembic migrations of the outbox file.
 
 Every command that opens the outbox calls `prepare_database` first: it refuses, with one line
-naming the file and the fix, anything that is not ours to touch (a missing or unwritable folder, a
-file that is not SQLite, another application's database, a schema newer than this connector
-knows), and only then migrates to head. Nothing here deletes or rewrites data to "repair" a file.
+naming the file and the fix, anything that is not ours to touch (a missing or unwritable folder,
+another application's database, a schema newer than this connector knows), then checks the file
+for damage (connector.outbox.quarantine: not SQLite, or failing `PRAGMA quick_check`, raises
+OutboxCorrupt, which `connector run` answers by moving the file aside), and only then migrates to
+head. Nothing here deletes or rewrites data to "repair" a file.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import migrations
 from connector.errors import OutboxError
+from connector.outbox.quarantine import (
+    check_header,
+    check_integrity,
+    connect_read_only,
+    corrupt_or_unreadable,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 # The newest migration in migrations/versions (a test checks it against Alembic's head). Opening an
 # outbox already at this revision needs neither Alembic nor SQLAlchemy: ~25 MB less resident memory.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 
 def _alembic_config() -> Config:
@@ -63,11 +71,9 @@ def _check_file(path: Path) -> str | None:
     """Refuse a file that is not our outbox; return its schema revision (None when empty)."""
     if not path.exists() or path.stat().st_size == 0:
         return None
-    with path.open("rb") as handle:
-        if handle.read(16) != SQLITE_MAGIC:
-            raise OutboxError(f"{path} is not a SQLite database: move it away or point DATA_DIR elsewhere")
+    check_header(path)
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        with closing(connect_read_only(path)) as connection:
             tables = {
                 row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
@@ -79,28 +85,33 @@ def _check_file(path: Path) -> str | None:
                     )
                 return None
             row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-    except sqlite3.DatabaseError as error:
-        raise OutboxError(
-            f"{path} is corrupt or unreadable ({error}): restore it from a backup or move it away"
-        ) from None
+    except sqlite3.Error as error:
+        raise corrupt_or_unreadable(path, error) from None
     return row[0] if row else None
 
 
-def prepare_database(path: Path) -> None:
-    """Check the outbox file and migrate it to the newest schema."""
-    _check_folder(path)
-    revision = _check_file(path)
-    if revision == SCHEMA_HEAD:
-        return
+def _known_head(path: Path, revision: str | None) -> str:
+    """Refuse a schema newer than this connector knows; return the newest revision it knows."""
     revisions, head = known_revisions()
     if revision is not None and revision not in revisions:
         raise OutboxError(
             f"{path} has schema {revision}, newer than this connector knows (newest: {head}): "
             "upgrade the connector, or use another DATA_DIR"
         )
-    if revision == head:
-        return
-    _upgrade(path)
+    return head
+
+
+def prepare_database(path: Path) -> None:
+    """Check the outbox file, then migrate it to the newest schema."""
+    _check_folder(path)
+    revision = _check_file(path)
+    head = SCHEMA_HEAD if revision == SCHEMA_HEAD else _known_head(path, revision)
+    # Damage is looked for after the refusals: another application's file, or a newer connector's,
+    # is left where it is even when damaged; only our own outbox is ever moved aside. And before
+    # any migration, which would write into the file.
+    check_integrity(path)
+    if revision != head:
+        _upgrade(path)
 
 
 def _upgrade(path: Path) -> None:
@@ -114,6 +125,9 @@ def _upgrade(path: Path) -> None:
     @event.listens_for(engine, "connect")
     def _manual_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        # Takes effect on a file without tables only: a new outbox has incremental vacuum from its
+        # first page on (the retention pass gives freed pages back); older files are converted below.
+        dbapi_connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
@@ -129,3 +143,36 @@ def _upgrade(path: Path) -> None:
         raise OutboxError(f"cannot migrate {path}: {message}") from None
     finally:
         engine.dispose()
+
+    _use_incremental_vacuum(path)
+
+
+def _use_incremental_vacuum(path: Path) -> None:
+    """Convert an outbox made before incremental vacuum (auto_vacuum NONE), once, at its upgrade.
+
+    VACUUM rewrites the whole file, so it runs outside the migration transaction and needs about
+    the file's size free. Without it the outbox works the same, only its file never shrinks (freed
+    pages are reused), so a failure is a warning rather than a refusal to start.
+    """
+    import logging
+
+    log = logging.getLogger(__name__)
+    connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != 0:
+            return
+        log.info("converting %s to incremental vacuum, once (%.0f MB)", path, path.stat().st_size / 2**20)
+        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        connection.execute("VACUUM")
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL holds the whole file now
+    except sqlite3.Error as error:
+        log.warning(
+            "%s was not converted to incremental vacuum (%s): it works, but its file will not shrink "
+            "after retention deletes rows; free about its size in DATA_DIR and, with the connector "
+            "stopped, run: sqlite3 %s 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM'",
+            path,
+            error,
+            path,
+        )
+    finally:
+        connection.close()

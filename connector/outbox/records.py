@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+
+from connector.cdr.raw import headers_of_raw
 
 
 class State(StrEnum):
@@ -42,9 +45,11 @@ class NewCdr:
     uniqueid: str
     linkedid: str | None
     source: str = "ami"
+    # A CSV line's number among identical lines; for a frame salvaged from another outbox, the
+    # number it had there (connector.outbox.numbering).
     occurrence: int | None = None
-    # The headers already encoded as the `raw` JSON (the listener computes it once for the
-    # fingerprint too); None lets the store encode them.
+    # The headers already encoded as the stored `raw` object (connector.cdr.raw.raw_json); None lets
+    # the store encode them.
     raw_json: str | None = None
 
 
@@ -58,13 +63,19 @@ class CdrRow:
     source: str
     uniqueid: str
     linkedid: str | None
-    headers: Headers
+    # The stored raw object: every header in AMI order, a repeated one as `Name#2` (connector.cdr.raw).
+    raw: Mapping[str, str]
     state: State
     attempts: int
     next_attempt_at: str
     last_error: str | None
     filter_reason: str | None
     sent_at: str | None
+
+    @property
+    def headers(self) -> Headers:
+        """The headers as received, in order."""
+        return headers_of_raw(self.raw)
 
 
 @dataclass(frozen=True)
@@ -109,3 +120,33 @@ class CsvPosition:
     inode: int
     offset: int
     line: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a row read from another outbox stood (`connector salvage` keeps it as it was)."""
+
+    state: State
+    attempts: int
+    next_attempt_at: str
+    last_error: str | None
+    filter_reason: str | None
+    sent_at: str | None
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class SalvagedCdr:
+    """A CDR read from a damaged outbox; `cdr.occurrence` is the number of its dedupe key there."""
+
+    cdr: NewCdr
+    delivery: Delivery
+
+
+@dataclass(frozen=True)
+class SalvagedRecording:
+    """A recording row read from a damaged outbox."""
+
+    recording: NewRecording
+    delivery: Delivery
+    deleted_at: str | None

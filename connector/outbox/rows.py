@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector.outbox.records import CdrRow, Headers, Kind, RecordingRow, State
+from connector.outbox.records import CdrRow, Kind, RecordingRow, State
 
+# CDR columns are read from names.CDR_WITH_RAW (the cdr table and its raw headers).
 CDR_COLUMNS = (
     "id, received_at, dedupe_key, source, uniqueid, linkedid, raw, state, attempts,"
     " next_attempt_at, last_error, filter_reason, sent_at"
@@ -21,7 +22,6 @@ RECORDING_COLUMNS = (
 
 def cdr_from_row(row: Sequence[Any]) -> CdrRow:
     """Build a CdrRow from a row selected with CDR_COLUMNS."""
-    headers: Headers = tuple(map(tuple, json.loads(row[6])))
     return CdrRow(
         id=row[0],
         received_at=row[1],
@@ -29,7 +29,7 @@ def cdr_from_row(row: Sequence[Any]) -> CdrRow:
         source=row[3],
         uniqueid=row[4],
         linkedid=row[5],
-        headers=headers,
+        raw=json.loads(row[6]),
         state=State(row[7]),
         attempts=row[8],
         next_attempt_at=row[9],

@@ -25,6 +25,7 @@ from sqlalchemy import (
 
 from connector.outbox.names import (
     CDR_LINKEDID_INDEX,
+    CDR_RAW_TABLE,
     CDR_TABLE,
     CSV_POSITION_TABLE,
     FAILED,
@@ -32,6 +33,8 @@ from connector.outbox.names import (
     PENDING,
     PENDING_INDEX,
     RECORDING_TABLE,
+    SETTLED_INDEX,
+    SETTLED_SQL,
     STATES_SQL,
     UNIQUEID_INDEX,
 )
@@ -66,8 +69,6 @@ cdr = Table(
     Column("source", Text, nullable=False, server_default="ami"),
     Column("uniqueid", Text, nullable=False),
     Column("linkedid", Text),
-    # JSON array of [header, value] pairs, exactly as received and in order.
-    Column("raw", Text, nullable=False),
     *delivery_columns(),
     Column("updated_at", Text, nullable=False),
     CheckConstraint(f"state IN ({STATES_SQL})", name="ck_cdr_state"),
@@ -82,6 +83,17 @@ Index(UNIQUEID_INDEX[Kind.CDR], cdr.c.uniqueid)
 Index(CDR_LINKEDID_INDEX, cdr.c.linkedid)
 # Failed rows are few: a partial index serves `failed` and resend without costing every insert.
 Index(FAILED_INDEX[Kind.CDR], cdr.c.updated_at, sqlite_where=text(f"state = {FAILED}"))
+# Retention deletes settled rows oldest first without reading the pending and failed ones.
+Index(SETTLED_INDEX[Kind.CDR], cdr.c.updated_at, sqlite_where=text(f"state IN ({SETTLED_SQL})"))
+
+# The headers of each CDR, apart from its state (names.CDR_RAW_TABLE): one JSON object, every
+# header in AMI order (connector.cdr.raw). A trigger deletes it with its cdr row.
+cdr_raw = Table(
+    CDR_RAW_TABLE,
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("raw", Text, nullable=False),
+)
 
 recording = Table(
     RECORDING_TABLE,
@@ -104,6 +116,7 @@ recording = Table(
 Index(PENDING_INDEX[Kind.RECORDING], recording.c.id, sqlite_where=text(f"state = {PENDING}"))
 Index(UNIQUEID_INDEX[Kind.RECORDING], recording.c.uniqueid)
 Index(FAILED_INDEX[Kind.RECORDING], recording.c.updated_at, sqlite_where=text(f"state = {FAILED}"))
+Index(SETTLED_INDEX[Kind.RECORDING], recording.c.updated_at, sqlite_where=text(f"state IN ({SETTLED_SQL})"))
 
 # Where the Master.csv follower has read up to; written in the same transaction as the rows read,
 # so a crash can neither skip nor double-read a line.
@@ -117,4 +130,9 @@ csv_position = Table(
     Column("updated_at", Text, nullable=False),
 )
 
-TABLES = {CDR_TABLE: cdr, RECORDING_TABLE: recording, CSV_POSITION_TABLE: csv_position}
+TABLES = {
+    CDR_TABLE: cdr,
+    CDR_RAW_TABLE: cdr_raw,
+    RECORDING_TABLE: recording,
+    CSV_POSITION_TABLE: csv_position,
+}

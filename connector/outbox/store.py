@@ -24,23 +24,28 @@ from connector.errors import OutboxError
 from connector.outbox.migrate import prepare_database
 from connector.outbox.names import (
     CDR_TABLE,
+    CDR_WITH_RAW,
     CSV_POSITION_TABLE,
     FAILED,
     FAILED_VIEW,
     FILTERED,
     PENDING,
     PENDING_INDEX,
+    RAW_JOIN,
     RECORDING_TABLE,
     SENT,
 )
-from connector.outbox.numbering import number_cdrs
+from connector.outbox.numbering import NumberedCdrs, number_cdrs
 from connector.outbox.records import (
     CdrRow,
     CsvPosition,
+    Delivery,
     Kind,
     NewCdr,
     NewRecording,
     RecordingRow,
+    SalvagedCdr,
+    SalvagedRecording,
     State,
 )
 from connector.outbox.rows import (
@@ -53,14 +58,25 @@ from connector.outbox.rows import (
     recording_from_row,
 )
 from connector.outbox.statements import (
+    ADOPT_CDR_RAW_SQL,
     ADOPT_CDR_SQL,
     APPEND_RECORDING_SQL,
+    INSERT_CDR_RAW_SQL,
     INSERT_CDR_SQL,
+    INSERT_SALVAGED_CDR_SQL,
+    INSERT_SALVAGED_RECORDING_SQL,
+    KEEP_POSITION_SQL,
     KNOWN_IDENTITIES_SQL,
+    NEXT_CDR_ID_SQL,
     SAVE_POSITION_SQL,
+    SETTLED_CHUNK_ROWS,
+    SPACE_SQL,
     TIME_COLUMN,
+    delete_settled_sql,
     due_sql,
+    oldest_settled_sql,
 )
+from connector.outbox.space import SpaceFigures
 from connector.timeutil import utc_in, utc_now
 
 BUSY_TIMEOUT_MS = 5000
@@ -86,6 +102,42 @@ def _position_params(position: CsvPosition) -> dict[str, Any]:
         "offset": position.offset,
         "line": position.line,
         "now": utc_now(),
+    }
+
+
+def _delivery_params(delivery: Delivery, now: str) -> tuple[Any, ...]:
+    """A salvaged row's delivery columns in INSERT_SALVAGED_CDR_SQL's order; pending is due `now`."""
+    due = now if delivery.state is State.PENDING else delivery.next_attempt_at
+    return (
+        delivery.state.value,
+        delivery.attempts,
+        due,
+        delivery.last_error,
+        delivery.filter_reason,
+        delivery.sent_at,
+        delivery.updated_at,
+    )
+
+
+def _salvaged_recording_params(row: SalvagedRecording, now: str) -> dict[str, Any]:
+    recording, delivery = row.recording, row.delivery
+    state, attempts, due, last_error, filter_reason, sent_at, updated_at = _delivery_params(delivery, now)
+    return {
+        "path": recording.path,
+        "size": recording.size,
+        "mtime": recording.mtime,
+        "sha256": recording.sha256,
+        "detected_at": recording.detected_at,
+        "uniqueid": recording.uniqueid,
+        "linkedid": recording.linkedid,
+        "state": state,
+        "attempts": attempts,
+        "next_attempt_at": due,
+        "last_error": last_error,
+        "filter_reason": filter_reason,
+        "sent_at": sent_at,
+        "deleted_at": row.deleted_at,
+        "updated_at": updated_at,
     }
 
 
@@ -202,6 +254,36 @@ class Store:
             except sqlite3.Error as error:
                 raise OutboxError(f"outbox read failed: {error}") from error
 
+    async def _number(self, rows: Sequence[NewCdr]) -> NumberedCdrs:
+        """Number rows against the CDRs stored under their identities (inside a write transaction)."""
+        identities = json.dumps(sorted({row.identity for row in rows}))
+        cursor = await self._db.execute(KNOWN_IDENTITIES_SQL, (identities,))
+        known = [(str(key), fingerprint) for key, fingerprint in await cursor.fetchall()]
+        return number_cdrs(rows, known)
+
+    async def _insert_numbered(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert CDRs under the next ids: `sql` takes the id, then a row but its last item (the raw)."""
+        if not rows:
+            return
+        cursor = await self._db.execute(NEXT_CDR_ID_SQL)
+        (first_id,) = await cursor.fetchone() or (1,)
+        ids = range(first_id, first_id + len(rows))
+        await self._db.executemany(sql, [(i, *row[:-1]) for i, row in zip(ids, rows, strict=True)])
+        await self._db.executemany(
+            INSERT_CDR_RAW_SQL, [(i, row[-1]) for i, row in zip(ids, rows, strict=True)]
+        )
+
+    async def _adopt(self, adoptions: Sequence[tuple[Any, ...]]) -> None:
+        """Let rows read from a CSV take on the AMI frames numbered onto their keys."""
+        if not adoptions:
+            return
+        params = [
+            {"key": r[1], "fingerprint": r[3], "source": r[4], "linkedid": r[6], "raw": r[7]}
+            for r in adoptions
+        ]
+        await self._db.executemany(ADOPT_CDR_RAW_SQL, params)
+        await self._db.executemany(ADOPT_CDR_SQL, params)
+
     async def append_cdrs(self, rows: Sequence[NewCdr], position: CsvPosition | None = None) -> int:
         """Store CDRs in one transaction (group commit); return how many were new.
 
@@ -209,15 +291,11 @@ class Store:
         """
         if not rows and position is None:
             return 0
-        identities = json.dumps(sorted({row.identity for row in rows}))
 
         async def work() -> int:
-            cursor = await self._db.execute(KNOWN_IDENTITIES_SQL, (identities,))
-            known = [(str(key), fingerprint) for key, fingerprint in await cursor.fetchall()]
-            numbered = number_cdrs(rows, known)
-            await self._db.executemany(INSERT_CDR_SQL, numbered.inserts)
-            if numbered.adoptions:
-                await self._db.executemany(ADOPT_CDR_SQL, numbered.adoptions)
+            numbered = await self._number(rows)
+            await self._insert_numbered(INSERT_CDR_SQL, numbered.inserts)
+            await self._adopt(numbered.adoptions)
             if position is not None:
                 await self._db.execute(SAVE_POSITION_SQL, _position_params(position))
             return len(numbered.inserts)
@@ -322,7 +400,7 @@ class Store:
 
     async def due_cdrs(self, limit: int, exclude: Collection[int] = ()) -> list[CdrRow]:
         """Due pending CDRs, oldest first, leaving out `exclude` (the caller's rows in flight)."""
-        rows = await self._read(due_sql(Kind.CDR, CDR_COLUMNS), _due_params(limit, exclude))
+        rows = await self._read(due_sql(Kind.CDR, CDR_COLUMNS, RAW_JOIN), _due_params(limit, exclude))
         return [cdr_from_row(row) for row in rows]
 
     async def due_recordings(self, limit: int, exclude: Collection[int] = ()) -> list[RecordingRow]:
@@ -359,14 +437,14 @@ class Store:
     async def purge(self, older_than_s: float) -> int:
         """Delete sent and filtered rows settled more than older_than_s ago; return how many."""
         cutoff = utc_in(-older_than_s)
-        statements = [
-            (
-                f"DELETE FROM {kind.value} WHERE state IN ({SENT}, {FILTERED}) AND updated_at < :cutoff",
-                {"cutoff": cutoff},
-            )
-            for kind in Kind
-        ]
-        return sum(await self._transaction(statements))
+        removed = 0
+        for kind in Kind:
+            while True:
+                chunk = await self.delete_settled(kind, SETTLED_CHUNK_ROWS, cutoff)
+                removed += chunk
+                if chunk < SETTLED_CHUNK_ROWS:
+                    break
+        return removed
 
     async def csv_position(self, path: str) -> CsvPosition | None:
         """Where the CSV follower of `path` stopped, if it ever read it."""
@@ -378,7 +456,7 @@ class Store:
     async def cdrs_by_uniqueid(self, uniqueid: str) -> list[CdrRow]:
         """Every stored CDR of a channel, oldest first."""
         rows = await self._read(
-            f"SELECT {CDR_COLUMNS} FROM {CDR_TABLE} WHERE uniqueid = ? ORDER BY id", (uniqueid,)
+            f"SELECT {CDR_COLUMNS} FROM {CDR_WITH_RAW} WHERE uniqueid = ? ORDER BY id", (uniqueid,)
         )
         return [cdr_from_row(row) for row in rows]
 
@@ -391,7 +469,7 @@ class Store:
         # so this scans the (small, covering) uniqueid index, and only when the exact match failed.
         suffix = "-" + uniqueid
         found = await self._read(
-            f"SELECT {CDR_COLUMNS} FROM {CDR_TABLE} WHERE id IN"
+            f"SELECT {CDR_COLUMNS} FROM {CDR_WITH_RAW} WHERE id IN"
             f" (SELECT id FROM {CDR_TABLE} WHERE substr(uniqueid, ?) = ?) ORDER BY id",
             (-len(suffix), suffix),
         )
@@ -400,7 +478,8 @@ class Store:
     async def get_cdrs(self, ids: Sequence[int]) -> list[CdrRow]:
         """The CDR rows with these ids, oldest first."""
         rows = await self._read(
-            f"SELECT {CDR_COLUMNS} FROM {CDR_TABLE} WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            f"SELECT {CDR_COLUMNS} FROM {CDR_WITH_RAW} WHERE id IN (SELECT value FROM json_each(?))"
+            " ORDER BY id",
             (_ids_json(ids),),
         )
         return [cdr_from_row(row) for row in rows]
@@ -421,6 +500,45 @@ class Store:
         )
         (changed,) = await self._transaction([(sql, {"now": utc_now(), "ids": _ids_json(ids)})])
         return changed
+
+    async def import_salvaged(
+        self,
+        cdrs: Sequence[SalvagedCdr] = (),
+        recordings: Sequence[SalvagedRecording] = (),
+        positions: Sequence[CsvPosition] = (),
+    ) -> tuple[int, int]:
+        """Store rows read from another outbox in one transaction; return (imported, already present).
+
+        Each row keeps its state (a pending one is due at once) and gets an id of this outbox. CDRs
+        are numbered like appended ones (number_cdrs: a frame already stored under its identity is
+        present whatever its number); a recording is present when its path, size and mtime are; a
+        CSV position is kept only for a file that has none here. Positions are not counted.
+        """
+        now = utc_now()
+
+        async def work() -> int:
+            imported = 0
+            if cdrs:
+                numbered = await self._number([row.cdr for row in cdrs])
+                inserts = [
+                    (*params[:-1], *_delivery_params(cdrs[origin].delivery, now), params[-1])
+                    for params, origin in zip(numbered.inserts, numbered.origins, strict=True)
+                ]
+                await self._insert_numbered(INSERT_SALVAGED_CDR_SQL, inserts)
+                await self._adopt(numbered.adoptions)
+                imported += len(inserts)
+            if recordings:
+                cursor = await self._db.executemany(
+                    INSERT_SALVAGED_RECORDING_SQL, [_salvaged_recording_params(r, now) for r in recordings]
+                )
+                imported += cursor.rowcount
+            if positions:
+                params = [_position_params(position) for position in positions]
+                await self._db.executemany(KEEP_POSITION_SQL, params)
+            return imported
+
+        imported = await self._write(work)
+        return imported, len(cdrs) + len(recordings) - imported
 
     async def stats(self, recent_failures: int = 5) -> OutboxStats:
         """Counts per table and state, oldest pending rows, and the latest failures."""
@@ -447,3 +565,53 @@ class Store:
             )
         ]
         return OutboxStats(tables=tables, recent_failures=failures)
+
+    async def delete_settled(self, kind: Kind, limit: int, settled_before: str | None = None) -> int:
+        """Delete up to `limit` sent/filtered rows, oldest settled first; return how many.
+
+        With `settled_before` (ISO time), only rows settled before it. One chunk is one transaction.
+        """
+        params: dict[str, Any] = {"limit": limit}
+        if settled_before is not None:
+            params["cutoff"] = settled_before
+        return await self._changes(delete_settled_sql(kind, settled_before is not None), params)
+
+    async def oldest_settled(self) -> dict[Kind, str | None]:
+        """When each table's oldest sent/filtered row was settled (None: the table has none)."""
+        oldest: dict[Kind, str | None] = {}
+        for kind in Kind:
+            rows = await self._read(oldest_settled_sql(kind))
+            oldest[kind] = rows[0][0] if rows else None
+        return oldest
+
+    async def space(self) -> SpaceFigures:
+        """The outbox file's page figures and its WAL's size."""
+        ((page_count, freelist_count, page_size),) = await self._read(SPACE_SQL)
+        try:
+            wal_bytes = self.path.with_name(self.path.name + "-wal").stat().st_size
+        except FileNotFoundError:
+            wal_bytes = 0
+        return SpaceFigures(page_size, page_count, freelist_count, wal_bytes)
+
+    async def give_back_pages(self, pages: int) -> int:
+        """Return up to `pages` free pages to the file system (one incremental vacuum step); how many.
+
+        0 when there is nothing free, or when the file was made without incremental vacuum.
+        """
+        async with self._write_lock:
+            try:
+                ((before,),) = await self._db.execute_fetchall("PRAGMA page_count")
+                # `execute` would run one step of the pragma, freeing one page: a script runs it
+                # whole, as its own transaction (none is open: the write lock is held).
+                await self._db.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+                ((after,),) = await self._db.execute_fetchall("PRAGMA page_count")
+            except sqlite3.Error as error:
+                raise OutboxError(f"outbox write failed: {error}") from error
+        return int(before) - int(after)
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database file, so that a file shorter after vacuum shrinks on disk.
+
+        PASSIVE, on the statistics connection: it never makes a writer wait.
+        """
+        await self._stats_read("PRAGMA wal_checkpoint(PASSIVE)")

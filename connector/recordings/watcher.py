@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from watchfiles import awatch
-
 from connector.errors import OutboxError
 from connector.metrics import RECORDINGS_DETECTED
 from connector.outbox.records import NewRecording
@@ -143,6 +141,10 @@ class RecordingWatcher:
                     await self._wake.wait()
 
     async def _watch_loop(self) -> None:
+        # Imported here, not at the top: a `connector run` without the watcher (the default) never
+        # loads watchfiles, its Rust extension and the multiprocessing modules it pulls in (~1.5 MB).
+        from watchfiles import awatch
+
         while True:
             self._roots_changed.clear()
             roots = tuple(self._present)

@@ -14,6 +14,7 @@ import pytest
 
 from connector.ami.ingest import CdrWriter, new_cdr, received_at
 from connector.cdr.identity import canonical_identity, fingerprint_of_json, headers_json
+from connector.cdr.raw import headers_of_raw
 from connector.errors import OutboxError
 from connector.outbox.records import Headers, NewCdr
 from connector.outbox.store import Store
@@ -37,8 +38,8 @@ def cdr_headers(index: int, *, linkedid: bool = True) -> Headers:
 
 def stored_headers(path: Path) -> list[Headers]:
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT raw FROM cdr ORDER BY id").fetchall()
-    return [tuple((k, v) for k, v in json.loads(raw)) for (raw,) in rows]
+        rows = db.execute("SELECT raw FROM cdrs ORDER BY id").fetchall()
+    return [headers_of_raw(json.loads(raw)) for (raw,) in rows]
 
 
 class CountingSink:

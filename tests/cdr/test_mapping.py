@@ -24,8 +24,8 @@ from connector.cdr.mapping import (
     map_cdr,
     mapping_options,
     parse_int,
-    raw_object,
 )
+from connector.cdr.raw import raw_object
 from connector.config import load_settings
 from connector.demo.receiver_state import cdr_problem
 from connector.outbox.records import CdrRow, Headers
@@ -198,7 +198,7 @@ def test_mapping_options_and_payload_from_settings(clean_env: Path) -> None:
     headers = paired_ami()[0]
     # Every other column of the row is irrelevant to the mapping (and may grow).
     blank: dict[str, Any] = {field.name: None for field in dataclasses.fields(CdrRow)}
-    row = CdrRow(**blank | {"id": 1, "dedupe_key": "abc#1", "headers": headers, "attempts": 0})
+    row = CdrRow(**blank | {"id": 1, "dedupe_key": "abc#1", "raw": raw_object(headers), "attempts": 0})
     first = cdr_payload(row, options)
     assert first == cdr_payload(row, options)
     assert first["direction"] == "inbound"  # 5550100 and exten 100 are not 1xxx

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from connector.cdr.raw import raw_json
 from connector.errors import OutboxError
 from connector.outbox.records import CdrRow, Kind, NewCdr, NewRecording, RecordingRow, State
 from connector.outbox.store import Store
@@ -70,12 +70,13 @@ async def test_headers_come_back_exactly_as_received(store: Store) -> None:
         ("UserField", "twice"),
     )
     given = NewCdr(headers, "2026-01-01T00:00:00.000000Z", "i", "f", "u", None)
-    encoded = NewCdr(
-        headers, "2026-01-01T00:00:00.000000Z", "j", "g", "u", None, raw_json=json.dumps(headers)
-    )
+    encoded = NewCdr(headers, "2026-01-01T00:00:00.000000Z", "j", "g", "u", None, raw_json=raw_json(headers))
     await store.append_cdrs([given, encoded])
     rows = await store.cdrs_by_uniqueid("u")
     assert [row.headers for row in rows] == [headers, headers]
+    # The repeated header is kept where it came, under its own name with its number.
+    expected = [*headers[:3], ("UserField#2", "twice")]
+    assert [list(row.raw.items()) for row in rows] == [expected] * 2
 
 
 async def _fill_mostly_sent(store: Store, total: int, pending: int) -> None:
