@@ -32,6 +32,16 @@ def cpu_s(pid: int, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def flood_chunks(count: int, size: int = 1000) -> list[bytes]:
+    """The frames of a Cdr flood (synthetic_cdr 0 .. count-1), `size` frames per write.
+
+    Built before a benchmark's clock starts, so that it measures the reader, not the frame builder.
+    """
+    from tests.doubles.ami_server import synthetic_cdrs  # not at the top: ingest_bench's child skips it
+
+    return [b"".join(synthetic_cdrs(min(size, count - i), i)) for i in range(0, count, size)]
+
+
 def connector_env(
     data_dir: Path, ami_port: int, api_base_url: str, api_key: str, **settings: str
 ) -> dict[str, str]:

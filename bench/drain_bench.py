@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import sys
@@ -41,8 +40,9 @@ from connector.outbox.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/, not the repository, on the path
-    sys.path.insert(0, str(ROOT))  # for the tests' doubles (tests/doubles/)
+    sys.path.insert(0, str(ROOT))  # for the tests' doubles (tests/doubles/) and bench/_common.py
 
+from bench._common import AMI_SECRET, AMI_USER, connector_env  # noqa: E402
 from tests.doubles.ami_server import FakeAmiServer, synthetic_cdr  # noqa: E402
 from tests.doubles.receiver_control import ReceiverProcess  # noqa: E402
 
@@ -131,13 +131,16 @@ async def latency(folder: Path, base_url: str, receiver: ReceiverProcess, second
     """Frame sent by the fake AMI server → CDR received by the API, through `connector run`."""
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     receiver.control.reset()
-    async with FakeAmiServer({"bench": AmiUser("bench-secret")}) as ami:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AMI_", "API_", "CDR_"))}
-        env.update(
-            DATA_DIR=str(folder), AMI_HOST="127.0.0.1", AMI_PORT=str(ami.port), AMI_USERNAME="bench",
-            AMI_PASSWORD="bench-secret", API_KEY=KEY, API_BASE_URL=base_url, CDR_MODE="direct",
-            MONITORING_ENABLED="false", ASTERISK_TZ="UTC", CDR_FILTER_ENABLED="false", LOG_LEVEL="WARNING",
-        )  # fmt: skip
+    async with FakeAmiServer({AMI_USER: AmiUser(AMI_SECRET)}) as ami:
+        env = connector_env(
+            folder,
+            ami.port,
+            base_url,
+            KEY,
+            CDR_MODE="direct",
+            CDR_FILTER_ENABLED="false",
+            LOG_LEVEL="WARNING",
+        )
         child = await asyncio.create_subprocess_exec(sys.executable, "-m", "connector", "run", env=env)
         await ami.wait_for_logins(1)
         await asyncio.sleep(1.0)  # let start-up work settle before timing

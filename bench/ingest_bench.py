@@ -30,19 +30,20 @@ from connector.outbox.migrate import prepare_database
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/, not the repository, on the path
-    sys.path.insert(0, str(ROOT))  # for the tests' doubles (tests/doubles/)
+    sys.path.insert(0, str(ROOT))  # for the tests' doubles (tests/doubles/) and bench/_common.py
 
-USER, SECRET = "bench", "bench-secret"
+from bench._common import AMI_SECRET, AMI_USER, flood_chunks, status_mb  # noqa: E402
+
 TARGET_RATE = 20_000
 TARGET_RSS_MB = 80.0
 
 
 def peak_rss_mb() -> float:
     """This process's peak resident set size (VmHWM) in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        return status_mb("self", "VmHWM")
+    except (OSError, LookupError):  # no /proc
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def listener(port: int, db: Path, expect: int) -> None:
@@ -53,7 +54,7 @@ async def listener(port: int, db: Path, expect: int) -> None:
 
     store = await Store.open(db)
     writer = CdrWriter(store)
-    client = AmiClient("127.0.0.1", port, USER, SECRET, writer.on_cdr, gate=writer)
+    client = AmiClient("127.0.0.1", port, AMI_USER, AMI_SECRET, writer.on_cdr, gate=writer)
     tasks = [asyncio.create_task(client.run()), asyncio.create_task(writer.run())]
     await client.wait_connected()
     main_cpu, usage = time.thread_time(), resource.getrusage(resource.RUSAGE_SELF)
@@ -75,14 +76,14 @@ async def listener(port: int, db: Path, expect: int) -> None:
 async def flood(count: int, keep: bool, smoke: bool) -> int:
     """Parent side: start the server and the listener, flood, measure, report."""
     from connector.demo.ami_server import AmiUser
-    from tests.doubles.ami_server import FakeAmiServer, synthetic_cdrs
+    from tests.doubles.ami_server import FakeAmiServer
 
     folder = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     db = folder / "outbox.db"
     # Migrated beforehand, as on every start but the first: the listener's memory is then that of
     # a running connector, without the migration tooling it loads only to create the schema.
     prepare_database(db)
-    async with FakeAmiServer({USER: AmiUser(SECRET)}) as server:
+    async with FakeAmiServer({AMI_USER: AmiUser(AMI_SECRET)}) as server:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             __file__,
@@ -94,7 +95,7 @@ async def flood(count: int, keep: bool, smoke: bool) -> int:
         )
         assert child.stdout is not None
         # Frames are built before the clock starts: the benchmark measures the listener.
-        chunks = [b"".join(synthetic_cdrs(min(1000, count - i), i)) for i in range(0, count, 1000)]
+        chunks = flood_chunks(count)
         await server.wait_for_logins(1)
         started = time.perf_counter()
         await server.send_chunks(chunks)

@@ -35,16 +35,19 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from connector.demo.ami_server import AmiUser
 from connector.outbox.migrate import prepare_database
+from connector.outbox.records import Kind, State
+from connector.outbox.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/, not the repository, on the path
     sys.path.insert(0, str(ROOT))  # for the tests' doubles (tests/doubles/) and bench/_common.py
 
-from bench._common import AMI_SECRET, AMI_USER, connector_env, cpu_s, status_mb  # noqa: E402
-from tests.doubles.ami_server import FakeAmiServer, synthetic_cdrs  # noqa: E402
+from bench._common import AMI_SECRET, AMI_USER, connector_env, cpu_s, flood_chunks, status_mb  # noqa: E402
+from tests.doubles.ami_server import FakeAmiServer  # noqa: E402
 from tests.doubles.receiver_control import ReceiverControl, ReceiverProcess  # noqa: E402
 
 KEY = "sk_" + "p" * 32
@@ -73,12 +76,9 @@ class RunResult:
     receiver_us: float  # receiver CPU per CDR
 
 
-def flood_chunks(count: int, size: int = 1000) -> list[bytes]:
-    """The frames of a flood, built before the clock starts, `size` frames per write."""
-    return [b"".join(synthetic_cdrs(min(size, count - i), i)) for i in range(0, count, size)]
-
-
-async def start_connector(folder: Path, ami_port: int, base_url: str, batch_size: int) -> asyncio.subprocess.Process:
+async def start_connector(
+    folder: Path, ami_port: int, base_url: str, batch_size: int
+) -> asyncio.subprocess.Process:
     """Start `python -m connector run` on a migrated outbox in `folder`; its output goes to run.log."""
     await asyncio.to_thread(prepare_database, folder / "outbox.db")
     env = connector_env(folder, ami_port, base_url, KEY, CDR_BATCH_SIZE=str(batch_size))
@@ -93,7 +93,9 @@ async def wait_logged_in(ami: FakeAmiServer, child: asyncio.subprocess.Process, 
     """Wait for the connector's AMI login; fail with its log if it exits or never logs in."""
     login = asyncio.create_task(ami.wait_for_logins(1))
     exited = asyncio.create_task(child.wait())
-    done, _ = await asyncio.wait({login, exited}, timeout=LOGIN_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {login, exited}, timeout=LOGIN_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+    )
     login.cancel()
     exited.cancel()
     if login not in done or login.cancelled():
@@ -111,7 +113,7 @@ async def wait_received(control: ReceiverControl, child: asyncio.subprocess.Proc
         await asyncio.sleep(POLL_S)
 
 
-def check_exactly_once(received: dict, count: int) -> None:
+def check_exactly_once(received: dict[str, Any], count: int) -> None:
     """Fail unless the receiver got every synthetic CDR once and nothing else."""
     expected = {f"{EPOCH}.{i}" for i in range(count)}
     got = [cdr.get("uniqueid") for cdr in received["cdr_list"]]
@@ -126,6 +128,22 @@ def check_exactly_once(received: dict, count: int) -> None:
         )
 
 
+async def check_outbox(folder: Path, count: int) -> None:
+    """Fail unless the stopped connector's outbox holds `count` CDRs, every one of them sent.
+
+    The receiver's side alone would miss a batch delivered, its answer lost, and re-sent after the
+    receiver had every CDR: that row is still pending when the connector stops.
+    """
+    store = await Store.open(folder / "outbox.db")
+    try:
+        counts = (await store.stats()).tables[Kind.CDR].counts
+    finally:
+        await store.close()
+    if counts[State.SENT] != count or sum(counts.values()) != count:
+        states = ", ".join(f"{state.value} {n:,}" for state, n in counts.items())
+        raise DeliveryProblem(f"the outbox should hold {count:,} CDRs, all sent; it holds {states}")
+
+
 async def stop_connector(child: asyncio.subprocess.Process, folder: Path) -> None:
     """SIGTERM the connector and wait; fail if it does not stop cleanly."""
     if child.returncode is None:
@@ -133,11 +151,18 @@ async def stop_connector(child: asyncio.subprocess.Process, folder: Path) -> Non
     try:
         code = await asyncio.wait_for(child.wait(), 30)
     except TimeoutError:
-        child.kill()
-        await child.wait()
-        raise DeliveryProblem(f"the connector did not stop within 30 s of SIGTERM:\n{_log_tail(folder)}") from None
+        await _kill(child)
+        raise DeliveryProblem(
+            f"the connector did not stop within 30 s of SIGTERM:\n{_log_tail(folder)}"
+        ) from None
     if code != 0:
         raise DeliveryProblem(f"the connector exited with {code}:\n{_log_tail(folder)}")
+
+
+async def _kill(child: asyncio.subprocess.Process) -> None:
+    if child.returncode is None:
+        child.kill()
+    await child.wait()
 
 
 def _log_tail(folder: Path, lines: int = 20) -> str:
@@ -165,11 +190,14 @@ async def one_run(folder: Path, receiver: ReceiverProcess, count: int, batch_siz
             await wait_received(receiver.control, child, count)
             peak_mb = status_mb(child.pid, "VmHWM")
             cpu_after = cpu_s(child.pid), cpu_s(child.pid, child.pid), cpu_s(receiver_pid)
-        finally:
-            await stop_connector(child, folder)
+        except BaseException:
+            await _kill(child)  # the run failed already: say why, not how the connector stopped
+            raise
+        await stop_connector(child, folder)
     # Read after the connector stopped: a late second delivery would be counted too.
     received = receiver.control.received()
     check_exactly_once(received, count)
+    await check_outbox(folder, count)
     last_arrival = max(received["arrivals"].values())
     used = [(after - before) / count * 1e6 for before, after in zip(cpu_before, cpu_after, strict=True)]
     return RunResult(
@@ -184,9 +212,11 @@ async def one_run(folder: Path, receiver: ReceiverProcess, count: int, batch_siz
 
 
 def print_run(batch_size: int, index: int, result: RunResult) -> None:
+    """Print one run's figures on one line."""
     print(
-        f"batch {batch_size:<3} run {index}: {result.rate:>7,.0f} CDR/s   peak RSS {result.peak_rss_mb:5.1f} MB"
-        f" (idle {result.idle_rss_mb:5.1f} MB)   CPU per CDR: connector {result.connector_us:3.0f} us"
+        f"batch {batch_size:<3} run {index}: {result.rate:>7,.0f} CDR/s"
+        f"   peak RSS {result.peak_rss_mb:5.1f} MB (idle {result.idle_rss_mb:5.1f} MB)"
+        f"   CPU per CDR: connector {result.connector_us:3.0f} us"
         f" (event loop {result.loop_us:3.0f} us), receiver {result.receiver_us:3.0f} us"
         f"   flood read in {result.flood_s:.2f} s",
         flush=True,
@@ -225,7 +255,9 @@ async def run(count: int, runs: int, batch_sizes: list[int], smoke: bool) -> int
             for batch_size in batch_sizes:
                 results = []
                 for index in range(1, runs + 1):
-                    result = await one_run(folder / f"batch{batch_size}-run{index}", receiver, count, batch_size)
+                    result = await one_run(
+                        folder / f"batch{batch_size}-run{index}", receiver, count, batch_size
+                    )
                     print_run(batch_size, index, result)
                     results.append(result)
                 ok = print_summary(batch_size, results) and ok
@@ -242,7 +274,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cdrs", type=int, default=50_000, help="CDRs per run (default 50,000)")
     parser.add_argument("--runs", type=int, default=3, help="runs per batch size (default 3)")
-    parser.add_argument("--batch", type=int, choices=sorted(TARGET_RATE), action="append", help="only this size")
+    parser.add_argument(
+        "--batch", type=int, choices=sorted(TARGET_RATE), action="append", help="only this size"
+    )
     parser.add_argument("--smoke", action="store_true", help="2,000 CDRs, one run per batch size (CI)")
     args = parser.parse_args()
     count, runs = (2_000, 1) if args.smoke else (args.cdrs, args.runs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import signal
@@ -224,6 +225,19 @@ async def _until_stopped(stop: asyncio.Event, parts: Sequence[_Part]) -> int:
     return 1 if crashed else 0
 
 
+# Every CDR allocates a few dozen container objects that die young; the default threshold (700)
+# ran a collection every ~20 CDRs and cost ~20 µs per CDR under load (bench/pipeline_bench.py).
+GC_YOUNG_THRESHOLD = 5000
+
+
+def _tune_garbage_collector() -> None:
+    """Collect less often, and never again scan what start-up created (modules, settings, parts)."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def _install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -266,7 +280,9 @@ async def run_connector(settings: Settings) -> int:
         log.info("connector %s starting with %s", __version__, settings.redacted())
         stop = asyncio.Event()
         _install_signal_handlers(stop)
-        return await Connector(settings, store).serve(stop)
+        connector = Connector(settings, store)
+        _tune_garbage_collector()
+        return await connector.serve(stop)
     finally:
         await store.close()
         lock.release()

@@ -57,6 +57,7 @@ from connector.outbox.rows import (
     cdr_from_row,
     recording_from_row,
 )
+from connector.outbox.space import SpaceFigures
 from connector.outbox.statements import (
     ADOPT_CDR_RAW_SQL,
     ADOPT_CDR_SQL,
@@ -76,7 +77,6 @@ from connector.outbox.statements import (
     due_sql,
     oldest_settled_sql,
 )
-from connector.outbox.space import SpaceFigures
 from connector.timeutil import utc_in, utc_now
 
 BUSY_TIMEOUT_MS = 5000

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
+from connector.outbox.damaged import probe_last_id
 from connector.outbox.migrate import prepare_database
 from connector.outbox.quarantine import connect_read_only
 from connector.outbox.records import CsvPosition, Delivery, NewCdr, SalvagedCdr, State
-from connector.outbox.salvage import probe_last_id, salvage_file
+from connector.outbox.salvage import salvage_file
 from connector.outbox.store import Store
 from connector.timeutil import utc_now
 from tests.conftest import CliRunner
