@@ -111,6 +111,8 @@ class Connector:
             settings.ami_username,
             password,
             self.writer.on_cdr,
+            tls=settings.ami_tls_context,
+            tls_ca_file=settings.ami_tls_ca_file,
             gate=self.writer,
         )
         self.api = ApiClient.from_settings(settings)
@@ -278,6 +280,12 @@ async def run_connector(settings: Settings) -> int:
         raise
     try:
         log.info("connector %s starting with %s", __version__, settings.redacted())
+        if settings.ami_tls and not settings.ami_tls_verify:
+            log.warning(
+                "AMI_TLS_VERIFY=false: AMI's certificate and name are not checked, so whoever sits "
+                "between here and %s can read the AMI password and every CDR; set AMI_TLS_CA_FILE instead",
+                settings.ami_host,
+            )
         stop = asyncio.Event()
         _install_signal_handlers(stop)
         connector = Connector(settings, store)

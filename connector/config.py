@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from connector.ami.tls import client_context
 from connector.errors import ConfigError
 from connector.timeutil import parse_iso
 
@@ -133,6 +135,9 @@ class Settings(StoreSettings):
     ami_password: SecretStr | None = None
     region: Region = Region.US1
     ami_port: int = Field(5038, ge=1, le=65535)
+    ami_tls: bool = False
+    ami_tls_ca_file: Path | None = None
+    ami_tls_verify: bool = True
 
     # CDR processing
     cdr_mode: CdrMode = CdrMode.BATCH
@@ -251,6 +256,26 @@ class Settings(StoreSettings):
             raise ValueError("must be end, start, or an ISO date such as 2026-11-01") from None
         return value
 
+    @field_validator("ami_tls_ca_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("ami_tls_ca_file")
+    @classmethod
+    def _readable_ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                client_context(value, verify=True)
+            except FileNotFoundError:
+                raise ValueError(
+                    f"{value} does not exist; give the PEM file of the CA that signed Asterisk's tlscertfile"
+                ) from None
+            except (OSError, ssl.SSLError) as error:
+                reason = getattr(error, "reason", None) or error.strerror or error
+                raise ValueError(f"{value} cannot be read as PEM CA certificates ({reason})") from None
+        return value
+
     @field_validator("outbox_max_mb")
     @classmethod
     def _size_bound(cls, value: float) -> float:
@@ -271,6 +296,13 @@ class Settings(StoreSettings):
     def api_url(self) -> str:
         """The API base URL: API_BASE_URL when set, else the regional URL."""
         return self.api_base_url or f"https://api-{self.region.value}.sipstack.com/v1"
+
+    @property
+    def ami_tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context for AMI when AMI_TLS is on (the CA file was checked at load)."""
+        if not self.ami_tls:
+            return None
+        return client_context(self.ami_tls_ca_file, self.ami_tls_verify)
 
     @property
     def hostname(self) -> str:

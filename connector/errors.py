@@ -11,7 +11,8 @@ ConnectorError           every error the connector raises on purpose
 │   ├── OutboxLocked     another `connector run` owns this DATA_DIR
 │   └── OutboxCorrupt    the file is damaged or not a database: `run` moves it aside, the rest refuse
 ├── AmiError             an AMI session could not be set up or used
-│   └── LoginRefused     Asterisk refused AMI_USERNAME/AMI_PASSWORD
+│   ├── LoginRefused     Asterisk refused AMI_USERNAME/AMI_PASSWORD
+│   └── HandshakeFailed  the port answered, but no AMI came of it: TLS handshake failed, no banner
 ├── ConfigError          the settings are invalid; one line per variable (exit 2)
 ├── UserError            a command-line mistake the user can fix (exit 2)
 └── StartupError         the service cannot start, e.g. the monitoring port is taken (exit 2)
@@ -94,6 +95,10 @@ class AmiError(ConnectorError):
 
 class LoginRefused(AmiError):
     """Asterisk refused AMI_USERNAME/AMI_PASSWORD (`Message: Authentication failed`)."""
+
+
+class HandshakeFailed(AmiError):
+    """The TCP connection was made but no AMI session came of it; the message is one line with the fix."""
 
 
 class ConfigError(ConnectorError):

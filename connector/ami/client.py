@@ -3,10 +3,22 @@
 panoramisk's Manager reconnects on its own after a failed first connect (a second connect() then
 runs two sessions and duplicates events), waits a fixed whole number of seconds between tries, and
 never checks that a Ping is answered. `AmiClient.run()` replaces that logic: it is the only owner
-of the connection, opens exactly one `AmiSession` at a time with our `AmiProtocol`, backs off
-exponentially with full jitter (capped at 30 s), pings on its own schedule and aborts the
-transport when no Pong comes back, and logs and counts every gap (Asterisk does not keep events
-for absent clients: whatever it emitted during a gap must be recovered from Master.csv).
+of the connection and opens exactly one `AmiSession` at a time with our `AmiProtocol`.
+
+Asterisk keeps no events for absent clients, so every second away is a second of CDRs only gap
+recovery can bring back. Retries therefore follow what failed:
+
+- AMI not there (connection refused, TCP connect timed out, session lost): the first try at once,
+  then one try every `reconnect_interval_s` (0.5 s), for as long as it takes. The connector is its
+  PBX's only client retrying this way, so there is no herd to spread with jitter; a refused
+  connection costs Asterisk nothing.
+- AMI there but refusing us (login refused, TLS handshake failed, no banner): a configuration
+  problem, logged once as an ERROR and retried with exponential backoff and full jitter from 1 s up
+  to 30 s, since fast retries of a wrong secret can trip Asterisk's authentication limits.
+
+A Ping every `ping_interval_s` (2.5 s) with `ping_timeout_s` (5 s) to answer finds a half-open link
+within 7.5 s; while reading is paused for backpressure a Pong cannot be read, so no verdict is
+given then. Every gap is logged and counted.
 """
 
 from __future__ import annotations
@@ -14,15 +26,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
 from typing import Protocol
 
 from connector.ami.protocol import CdrCallback
 from connector.ami.session import DEFAULT_EVENTS, AmiSession
 from connector.backoff import backoff_delay
-from connector.errors import LoginRefused
+from connector.errors import HandshakeFailed, LoginRefused
 from connector.metrics import (
     AMI_CONNECTION_STATUS,
     AMI_DISCONNECTED_SECONDS,
@@ -53,6 +68,20 @@ class ReadGate(Protocol):
         ...
 
 
+RECONNECT_INTERVAL_S = 0.5
+PING_INTERVAL_S = 2.5
+PING_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 1.0
+
+
+class Attempt(Enum):
+    """How one connection attempt ended: what decides the wait before the next one."""
+
+    UNREACHABLE = "unreachable"  # nothing accepted the connection, or it did not answer
+    REFUSED = "refused"  # AMI answered but would not have us: login, TLS or banner
+    SERVED = "served"  # a session was logged in, and is now over
+
+
 def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -69,31 +98,35 @@ class AmiClient:
         on_cdr: CdrCallback,
         *,
         events: str = DEFAULT_EVENTS,
-        ping_interval_s: float = 5.0,
-        ping_timeout_s: float = 10.0,
-        connect_timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+        tls_ca_file: Path | None = None,
+        ping_interval_s: float = PING_INTERVAL_S,
+        ping_timeout_s: float = PING_TIMEOUT_S,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
         action_timeout_s: float = 10.0,
+        reconnect_interval_s: float = RECONNECT_INTERVAL_S,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 30.0,
-        stable_after_s: float = 30.0,
         on_state_change: Callable[[bool], None] | None = None,
         gate: ReadGate | None = None,
         rand: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host, self.port = host, port
         self.username, self._password = username, password
         self._on_cdr = on_cdr
         self.events = events
+        self._tls, self._tls_ca_file = tls, tls_ca_file
         self.ping_interval_s, self.ping_timeout_s = ping_interval_s, ping_timeout_s
         self.connect_timeout_s, self.action_timeout_s = connect_timeout_s, action_timeout_s
+        self.reconnect_interval_s = reconnect_interval_s
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
-        self.stable_after_s = stable_after_s
         self._on_state_change = on_state_change
         self._gate = gate
         if gate is not None:
             gate.watch(self._gate_changed)
-        self._rand, self._sleep = rand, sleep
+        self._rand, self._sleep, self._clock = rand, sleep, clock
         self._session: AmiSession | None = None
         self._connected = asyncio.Event()
         self._closing = asyncio.Event()
@@ -123,30 +156,40 @@ class AmiClient:
             raise RuntimeError("AmiClient.run() was already started: one owner, one session")
         self._started = True
         self._down_mark, self._down_since = time.monotonic(), time.time()
-        failures = 0
+        refusals = 0
         try:
             while not self._closing.is_set():
-                session = await self._open_session()
-                if session is None:
-                    failures += 1
-                elif self._closing.is_set():  # close() came while we were logging in
-                    session.close()
-                    break
-                else:
-                    lasted_s = await self._serve(session)
-                    failures = 0 if lasted_s >= self.stable_after_s else failures + 1
+                started = self._clock()
+                session, attempt = await self._open_session()
+                if session is not None:
+                    if self._closing.is_set():  # close() came while we were logging in
+                        session.close()
+                        break
+                    await self._serve(session)
                 if self._closing.is_set():
                     break
                 self._account_down()
-                # No floor: any delay up to the ceiling, so connectors spread out after a restart.
-                delay_s = backoff_delay(
-                    max(failures, 1), base_s=self.backoff_initial_s, cap_s=self.backoff_max_s, rand=self._rand
-                )
+                refusals = refusals + 1 if attempt is Attempt.REFUSED else 0
+                delay_s = self.retry_delay(attempt, refusals, self._clock() - started)
                 log.debug("next AMI connection attempt in %.2f s", delay_s)
                 await self._pause(delay_s)
         finally:
             self._stop_session()
             self._account_down()
+
+    def retry_delay(self, attempt: Attempt, refusals: int, elapsed_s: float) -> float:
+        """The wait before the next attempt, after one that ended as `attempt` and took `elapsed_s`."""
+        if attempt is Attempt.REFUSED:
+            return backoff_delay(
+                refusals,
+                base_s=self.backoff_initial_s,
+                cap_s=self.backoff_max_s,
+                floor_s=min(self.backoff_initial_s, self.backoff_max_s),
+                rand=self._rand,
+            )
+        # Attempts start at most once per interval: at once after a long session or a slow
+        # timeout, never in a tight loop when a session is dropped as soon as it is made.
+        return max(0.0, self.reconnect_interval_s - elapsed_s)
 
     def close(self) -> None:
         """Stop run(): close the session and stop reconnecting."""
@@ -161,15 +204,27 @@ class AmiClient:
             await self._session.logoff(timeout_s)
         self.close()
 
-    async def _open_session(self) -> AmiSession | None:
+    async def _open_session(self) -> tuple[AmiSession | None, Attempt]:
         where = f"{self.host}:{self.port}"
+        every = f"retrying every {self.reconnect_interval_s:g} s"
+        backing_off = f"retrying with backoff (up to {self.backoff_max_s:g} s)"
         try:
             session = await AmiSession.open(
-                self.host, self.port, self._on_cdr, timeout_s=self.connect_timeout_s
+                self.host,
+                self.port,
+                self._on_cdr,
+                timeout_s=self.connect_timeout_s,
+                tls=self._tls,
+                handshake_timeout_s=self.action_timeout_s,
+                ca_file=self._tls_ca_file,
             )
+        except HandshakeFailed as failed:
+            AMI_LOGIN_FAILURES.inc()
+            self._problem(f"no AMI session: {failed}", backing_off, logging.ERROR)
+            return None, Attempt.REFUSED
         except (OSError, TimeoutError) as error:
-            self._problem(f"cannot reach AMI at {where}: {error or 'timed out'}")
-            return None
+            self._problem(f"cannot reach AMI at {where}: {error or 'timed out'}", every)
+            return None, Attempt.UNREACHABLE
         try:
             await session.login(
                 self.username, self._password, events=self.events, timeout_s=self.action_timeout_s
@@ -180,27 +235,28 @@ class AmiClient:
             self._problem(
                 f"AMI login refused at {where} for user {self.username!r} ({refused}): check "
                 "AMI_USERNAME/AMI_PASSWORD against manager.conf (and its permit/deny lines)",
-                level=logging.ERROR,
+                backing_off,
+                logging.ERROR,
             )
-            return None
+            return None, Attempt.REFUSED
         except (TimeoutError, ConnectionError, OSError) as error:
             session.abort("login failed")
-            self._problem(f"AMI login at {where} got no answer: {error or 'timed out'}")
-            return None
+            self._problem(f"AMI login at {where} got no answer: {error or 'timed out'}", every)
+            return None, Attempt.UNREACHABLE
         except BaseException:
             session.abort("cancelled during login")
             raise
-        return session
+        return session, Attempt.SERVED
 
-    def _problem(self, text: str, level: int = logging.WARNING) -> None:
+    def _problem(self, text: str, retry: str, level: int = logging.WARNING) -> None:
         # Log a problem once when it appears, not at every retry; a session resets it.
         if text != self._last_problem:
-            log.log(level, "%s; retrying with backoff (up to %.0f s)", text, self.backoff_max_s)
+            log.log(level, "%s; %s", text, retry)
             self._last_problem = text
         else:
             log.debug("%s (still)", text)
 
-    async def _serve(self, session: AmiSession) -> float:
+    async def _serve(self, session: AmiSession) -> None:
         started = time.monotonic()
         self._session = session
         if self._gate is not None and self._gate.saturated:
@@ -223,7 +279,6 @@ class AmiClient:
                 lasted_s,
                 session.protocol.close_reason,
             )
-        return lasted_s
 
     def _gate_changed(self, saturated: bool) -> None:
         if self._session is not None:
@@ -287,11 +342,16 @@ class AmiClient:
     async def _keepalive(self, session: AmiSession) -> None:
         while True:
             await asyncio.sleep(self.ping_interval_s)
+            if session.reading_paused:
+                continue  # a Pong could not be read now: no verdict on the link
+            pauses = session.pauses
             try:
                 await session.ping(self.ping_timeout_s)
             except TimeoutError:
+                if session.reading_paused or session.pauses != pauses:
+                    continue
                 log.warning(
-                    "no answer to AMI Ping within %.1f s: the link is presumed dead (half-open)",
+                    "no answer to AMI Ping within %g s: the link is presumed dead (half-open)",
                     self.ping_timeout_s,
                 )
                 session.abort(f"keepalive: no answer to Ping within {self.ping_timeout_s:g} s")

@@ -123,7 +123,9 @@ class AmiProtocol(PanoramiskProtocol):  # type: ignore[misc]
         self.frames_received = 0
         self.events_received = 0
         self.cdrs_received = 0
-        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[BaseException | None] = loop.create_future()
+        self.banner_received: asyncio.Future[str] = loop.create_future()
         self._pending = bytearray()
         self._discarding = False
         self._close_after_read = False
@@ -164,6 +166,8 @@ class AmiProtocol(PanoramiskProtocol):  # type: ignore[misc]
             return False
         self.banner = self.version = self._pending[:end].decode("utf-8", "replace")
         del self._pending[: end + 2]
+        if not self.banner_received.done():
+            self.banner_received.set_result(self.banner)
         if not self.banner.startswith(BANNER_PREFIX):
             log.warning("unexpected AMI banner %r: is this an Asterisk manager port?", self.banner)
         return True
@@ -293,6 +297,9 @@ class AmiProtocol(PanoramiskProtocol):  # type: ignore[misc]
         self.responses.clear()
         if exc is not None:
             self.close_reason = f"connection error: {exc}"
+        if not self.banner_received.done():
+            self.banner_received.set_exception(ConnectionError("AMI closed the connection before its banner"))
+            self.banner_received.exception()  # retrieved: nobody may be waiting for it
         if not self.lost.done():
             self.lost.set_result(exc)
 

@@ -7,13 +7,17 @@ directly for one-off questions (does the login work, what does `cdr show status`
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from panoramisk import actions
 
 from connector.ami.protocol import AmiProtocol, CdrCallback
-from connector.errors import LoginRefused
+from connector.ami.tls import TlsState, handshake_problem, tls_state
+from connector.errors import HandshakeFailed, LoginRefused
 
 # Asterisk sends an event only if its class is both in the user's `read=` and in this mask:
 # Cdr events, plus `system` for Shutdown/FullyBooted. A flood of call events never reaches us.
@@ -31,6 +35,27 @@ def command_output(message: Message) -> list[str]:
     return lines
 
 
+async def _tcp_connect(host: str, port: int) -> socket.socket:
+    """A connected non-blocking socket to the first address of `host` that accepts."""
+    loop = asyncio.get_running_loop()
+    addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError = OSError(f"no address for {host}")
+    for family, kind, proto, _, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except OSError as refused:
+            sock.close()
+            error = refused
+        except BaseException:
+            sock.close()
+            raise
+        else:
+            return sock
+    raise error
+
+
 class AmiSession:
     """One TCP connection to AMI with our protocol: login, actions, close."""
 
@@ -38,14 +63,73 @@ class AmiSession:
         self.protocol = protocol
         self.host = host
         self.port = port
+        self.reading_paused = False
+        self.pauses = 0  # how many times reading was paused: the keepalive's "was it paused?"
 
     @classmethod
-    async def open(cls, host: str, port: int, on_cdr: CdrCallback, *, timeout_s: float = 10.0) -> AmiSession:
-        """Connect over TCP; raise OSError or TimeoutError when AMI cannot be reached."""
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        on_cdr: CdrCallback,
+        *,
+        timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout_s: float = 10.0,
+        ca_file: Path | None = None,
+    ) -> AmiSession:
+        """Connect (over TLS with `tls`) and wait for AMI's banner.
+
+        Raises OSError or TimeoutError when nothing accepts the TCP connection within `timeout_s`
+        (AMI down, or the host unreachable), HandshakeFailed when the port accepted it but the TLS
+        handshake failed or no banner came within `handshake_timeout_s` (a configuration problem).
+        """
         loop = asyncio.get_running_loop()
+        where = f"{host}:{port}"
+        # The TCP connect has its own short limit: only it tells "AMI is not there (yet)" apart.
         async with asyncio.timeout(timeout_s):
-            _, protocol = await loop.create_connection(lambda: AmiProtocol(on_cdr), host, port)
-        return cls(protocol, host, port)
+            sock = await _tcp_connect(host, port)
+        try:
+            async with asyncio.timeout(handshake_timeout_s):
+                _, protocol = await loop.create_connection(
+                    lambda: AmiProtocol(on_cdr),
+                    sock=sock,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
+                )
+        except (ssl.SSLError, OSError, TimeoutError) as error:
+            sock.close()
+            if tls is None:
+                raise
+            raise HandshakeFailed(f"{where}: {handshake_problem(error, host, ca_file)}") from None
+        except BaseException:
+            sock.close()
+            raise
+        session = cls(protocol, host, port)
+        try:
+            async with asyncio.timeout(handshake_timeout_s):
+                await asyncio.shield(protocol.banner_received)
+        except (TimeoutError, ConnectionError) as error:
+            session.abort("no AMI banner")
+            hint = (
+                "is AMI_PORT Asterisk's TLS port? then AMI_TLS must match"
+                if tls
+                else "if it is Asterisk's TLS port (tlsbindaddr, 5039 by default), set AMI_TLS=true; "
+                "else check AMI_PORT"
+            )
+            late = "closed the connection" if isinstance(error, ConnectionError) else "sent nothing"
+            raise HandshakeFailed(
+                f"{where} accepted the connection but {late} instead of AMI's banner: {hint}"
+            ) from None
+        except BaseException:
+            session.abort("cancelled while waiting for the banner")
+            raise
+        return session
+
+    @property
+    def tls(self) -> TlsState | None:
+        """The TLS session's protocol and certificate (None over plain TCP)."""
+        return tls_state(self.protocol.transport.get_extra_info("ssl_object"))
 
     @property
     def lost(self) -> asyncio.Future[BaseException | None]:
@@ -110,6 +194,8 @@ class AmiSession:
             transport.resume_reading()
         else:
             transport.pause_reading()
+            self.pauses += 1
+        self.reading_paused = not reading
 
     def abort(self, reason: str) -> None:
         """Drop the connection at once."""

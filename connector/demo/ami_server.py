@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -108,8 +109,10 @@ class FakeAmiServer:
         host: str = "127.0.0.1",
         port: int = 0,
         banner: str = BANNER,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.users = dict(users) if users is not None else {"connector": AmiUser("secret")}
+        self.tls = tls  # a server context: AMI inside TLS, as Asterisk's tlsenable=yes
         self.host, self._port = host, port
         self.banner = banner
         self.sessions: list[ServerSession] = []
@@ -130,7 +133,9 @@ class FakeAmiServer:
 
     async def start(self) -> FakeAmiServer:
         """Listen (again, on the same port after stop())."""
-        self._server = await asyncio.start_server(self._handle, self.host, self._port, limit=1 << 20)
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self._port, limit=1 << 20, ssl=self.tls
+        )
         self._port = self._server.sockets[0].getsockname()[1]
         return self
 

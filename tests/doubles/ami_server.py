@@ -10,6 +10,7 @@ Pings, and keeps each session's actions.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,8 +123,9 @@ class FakeAmiServer(ami_server.FakeAmiServer):
         commands: Mapping[str, Sequence[str]] | None = None,
         refuse_delay_s: float = 0.0,
         answer_pings: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(users, host=host, port=port, banner=banner)
+        super().__init__(users, host=host, port=port, banner=banner, tls=tls)
         self.commands: dict[str, Sequence[str]] = {
             "core show version": CORE_VERSION,
             "cdr show status": CDR_STATUS_ENABLED,
