@@ -1,7 +1,9 @@
 """`connector check`: diagnose a set-up in one command, one ✓ / ✗ / ! line per check.
 
-Every check runs, whatever failed before it (a check that depends on a failed one says it was
-skipped); each failure names the fix. Exit code 0 only when nothing failed.
+Every check is listed every time, in the same order: one that cannot run because an earlier one
+failed (no login → no read-class, CDR-logging or cdr_manager check) is `skip` with the reason, so a
+script sees the same list in a healthy and a broken set-up. Each failure names the fix. Exit code 0
+only when nothing failed.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from connector.ami.session import AmiSession
+from connector.ami.tls import WARN_DAYS
 from connector.api.client import ApiClient
 from connector.config import Settings
-from connector.errors import AuthRefused, LoginRefused, Rejected, RetryLater
+from connector.errors import AuthRefused, HandshakeFailed, LoginRefused, Rejected, RetryLater
 
 MIN_FREE_BYTES = 100 * 1024 * 1024
 LOW_FREE_BYTES = 1024 * 1024 * 1024
@@ -33,10 +37,19 @@ class Status(StrEnum):
     OK = "ok"
     FAIL = "fail"
     WARN = "warn"
+    SKIP = "skip"
 
 
-SYMBOLS = {Status.OK: "✓", Status.FAIL: "✗", Status.WARN: "!"}
-COLOURS = {Status.OK: "\033[32m", Status.FAIL: "\033[31m", Status.WARN: "\033[33m"}
+SYMBOLS = {Status.OK: "✓", Status.FAIL: "✗", Status.WARN: "!", Status.SKIP: "-"}
+COLOURS = {
+    Status.OK: "\033[32m",
+    Status.FAIL: "\033[31m",
+    Status.WARN: "\033[33m",
+    Status.SKIP: "\033[2m",
+}
+# The checks that need a logged-in AMI session, in the order they are listed.
+LOGGED_IN_CHECKS = ("AMI read class cdr", "CDR logging", "cdr_manager backend")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,10 @@ def _fail(name: str, detail: str, fix: str) -> Check:
 
 def _warn(name: str, detail: str, fix: str = "") -> Check:
     return Check(name, Status.WARN, detail, fix)
+
+
+def _skipped(names: Sequence[str], reason: str) -> list[Check]:
+    return [Check(name, Status.SKIP, reason) for name in names]
 
 
 def read_classes(lines: Sequence[str]) -> list[str] | None:
@@ -114,23 +131,40 @@ async def _ami_checks(settings: Settings) -> list[Check]:
     missing = [
         name.upper() for name in ("ami_host", "ami_username", "ami_password") if not getattr(settings, name)
     ]
+    names = ["AMI reachable", "AMI TLS", "AMI login", *LOGGED_IN_CHECKS]
     if missing:
-        return [_fail("AMI", f"{', '.join(missing)} not set", "set them in the environment or .env")]
+        unset = _fail("AMI reachable", f"{', '.join(missing)} not set", "set them in the environment or .env")
+        return [unset, *_skipped(names[1:], f"needs {', '.join(missing)}")]
     where = f"{settings.ami_host}:{settings.ami_port}"
     try:
         session = await AmiSession.open(
-            settings.ami_host, settings.ami_port, lambda headers: None, timeout_s=TIMEOUT_S
+            settings.ami_host,
+            settings.ami_port,
+            lambda headers: None,
+            timeout_s=TIMEOUT_S,
+            tls=settings.ami_tls_context,
+            handshake_timeout_s=TIMEOUT_S,
+            ca_file=settings.ami_tls_ca_file,
         )
+    except HandshakeFailed as failed:
+        if failed.during_tls:
+            reachable = _ok("AMI reachable", f"{where} accepts TCP connections")
+            tls = _fail("AMI TLS", str(failed), TLS_FIX)
+            return [reachable, tls, *_skipped(names[2:], "needs a TLS session with AMI")]
+        fix = "check AMI_PORT (and AMI_TLS) against manager.conf's bindaddr/port and tlsbindaddr"
+        return [_fail("AMI reachable", str(failed), fix), *_skipped(names[1:], "needs AMI's banner")]
     except (OSError, TimeoutError) as error:
-        return [
-            _fail(
-                "AMI reachable",
-                f"cannot connect to {where}: {error or type(error).__name__}",
-                "check AMI_HOST/AMI_PORT, manager.conf [general] enabled = yes and bindaddr, and the "
-                "firewall; asterisk -rx 'manager show settings'",
-            )
-        ]
-    checks = [_ok("AMI reachable", f"{where} ({session.banner or 'no banner'})")]
+        unreachable = _fail(
+            "AMI reachable",
+            f"cannot connect to {where}: {error or type(error).__name__}",
+            "check AMI_HOST/AMI_PORT, manager.conf [general] enabled = yes and bindaddr, and the "
+            "firewall; asterisk -rx 'manager show settings'",
+        )
+        return [unreachable, *_skipped(names[1:], "needs a connection to AMI")]
+    checks = [
+        _ok("AMI reachable", f"{where} ({session.banner or 'no banner'})"),
+        _tls_check(session, settings),
+    ]
     try:
         checks += await _session_checks(session, settings)
     finally:
@@ -138,33 +172,62 @@ async def _ami_checks(settings: Settings) -> list[Check]:
     return checks
 
 
+TLS_FIX = (
+    "compare AMI_TLS_CA_FILE and AMI_HOST with manager.conf's tlscertfile "
+    "(openssl x509 -noout -subject -ext subjectAltName -enddate -in FILE)"
+)
+
+
+def _tls_check(session: AmiSession, settings: Settings) -> Check:
+    state = session.tls
+    if state is None:
+        if settings.ami_host in LOOPBACK_HOSTS:
+            return _ok("AMI TLS", "off (AMI_TLS=false): AMI is on this host, nothing crosses a network")
+        return _warn(
+            "AMI TLS",
+            "off (AMI_TLS=false): the AMI password and every CDR cross the network in clear text",
+            "set tlsenable = yes in manager.conf (see README, AMI over TLS) and AMI_TLS=true",
+        )
+    if not state.verified:
+        return _warn(
+            "AMI TLS",
+            f"{state.protocol}, certificate not verified (AMI_TLS_VERIFY=false)",
+            "set AMI_TLS_CA_FILE to the CA of Asterisk's tlscertfile and AMI_TLS_VERIFY=true",
+        )
+    days = state.days_left() or 0.0
+    expires = time.strftime("%Y-%m-%d", time.gmtime(state.not_after or 0))
+    detail = f"{state.protocol}, certificate {state.subject} (issuer {state.issuer}), expires {expires}"
+    if days < WARN_DAYS:
+        return _warn("AMI TLS", f"{detail}: in {days:.0f} days", "renew Asterisk's tlscertfile soon")
+    return _ok("AMI TLS", f"{detail} ({days:.0f} days)")
+
+
 async def _session_checks(session: AmiSession, settings: Settings) -> list[Check]:
     password = settings.ami_password.get_secret_value() if settings.ami_password else ""
     try:
         await session.login(settings.ami_username, password, timeout_s=TIMEOUT_S)
     except LoginRefused as error:
-        return [
-            _fail(
-                "AMI login",
-                f"user {settings.ami_username!r} refused: {error}",
-                "check AMI_USERNAME/AMI_PASSWORD against manager.conf (and its permit/deny), then: "
-                "asterisk -rx 'manager reload'",
-            )
-        ]
+        refused = _fail(
+            "AMI login",
+            f"user {settings.ami_username!r} refused: {error}",
+            "check AMI_USERNAME/AMI_PASSWORD against manager.conf (and its permit/deny), then: "
+            "asterisk -rx 'manager reload'",
+        )
+        return [refused, *_skipped(LOGGED_IN_CHECKS, "needs AMI login")]
     except (TimeoutError, ConnectionError) as error:
-        return [_fail("AMI login", f"no answer to Login: {error or 'timeout'}", "check the AMI port")]
+        silent = _fail("AMI login", f"no answer to Login: {error or 'timeout'}", "check the AMI port")
+        return [silent, *_skipped(LOGGED_IN_CHECKS, "needs AMI login")]
     checks = [_ok("AMI login", f"user {settings.ami_username!r} logged in")]
     checks.append(await _read_class_check(session, settings.ami_username))
     try:
         checks += cdr_status_checks(await session.command("cdr show status", TIMEOUT_S))
     except (TimeoutError, ConnectionError) as error:
-        checks.append(
-            _warn(
-                "CDR logging",
-                f"could not run 'cdr show status': {error or 'timeout'}",
-                "add command to write= in manager.conf so the connector can check CDR logging",
-            )
-        )
+        reason = f"could not run 'cdr show status': {error or 'timeout'}"
+        fix = "add command to write= in manager.conf so the connector can check CDR logging"
+        checks += [
+            _warn("CDR logging", reason, fix),
+            *_skipped(LOGGED_IN_CHECKS[2:], "needs 'cdr show status'"),
+        ]
     return checks
 
 
@@ -187,22 +250,23 @@ async def _read_class_check(session: AmiSession, username: str) -> Check:
 
 async def _api_checks(settings: Settings) -> list[Check]:
     if settings.api_key is None:
-        return [_fail("API key", "API_KEY not set", "set API_KEY (sk_ followed by 32 letters or digits)")]
+        unset = _fail("API key", "API_KEY not set", "set API_KEY (sk_ followed by 32 letters or digits)")
+        return [Check("API reachable", Status.SKIP, "needs API_KEY"), unset]
     async with ApiClient.from_settings(settings) as api:
         try:
             status = await api.health()
         except RetryLater as error:
-            return [
-                _fail(
-                    "API reachable",
-                    f"{settings.api_url}/health: {error.detail}",
-                    "check network access to the API, REGION or API_BASE_URL, and any proxy",
-                )
-            ]
+            unreachable = _fail(
+                "API reachable",
+                f"{settings.api_url}/health: {error.detail}",
+                "check network access to the API, REGION or API_BASE_URL, and any proxy",
+            )
+            return [unreachable, Check("API key", Status.SKIP, "needs the API")]
         if status != 200:
-            return [
-                _fail("API reachable", f"{settings.api_url}/health answered {status}", "check API_BASE_URL")
-            ]
+            answered = _fail(
+                "API reachable", f"{settings.api_url}/health answered {status}", "check API_BASE_URL"
+            )
+            return [answered, Check("API key", Status.SKIP, "needs the API")]
         checks = [_ok("API reachable", f"{settings.api_url}/health answered 200")]
         checks.append(await _key_check(api))
     return checks
@@ -278,7 +342,8 @@ def render(checks: Sequence[Check], colour: bool) -> str:
             lines.append(f"    fix: {check.fix}")
     failed = sum(check.status is Status.FAIL for check in checks)
     warned = sum(check.status is Status.WARN for check in checks)
-    lines.append(f"{len(checks)} checks: {failed} failed, {warned} warnings")
+    skipped = sum(check.status is Status.SKIP for check in checks)
+    lines.append(f"{len(checks)} checks: {failed} failed, {warned} warnings, {skipped} skipped")
     return "\n".join(lines)
 
 

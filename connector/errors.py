@@ -98,7 +98,14 @@ class LoginRefused(AmiError):
 
 
 class HandshakeFailed(AmiError):
-    """The TCP connection was made but no AMI session came of it; the message is one line with the fix."""
+    """The TCP connection was made but no AMI came of it; the message is one line with the fix.
+
+    `during_tls` tells a failed TLS handshake from a missing banner.
+    """
+
+    def __init__(self, message: str, *, during_tls: bool) -> None:
+        super().__init__(message)
+        self.during_tls = during_tls
 
 
 class ConfigError(ConnectorError):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 
 from connector.check import Status, cdr_status_checks, read_classes
 from connector.demo.ami_server import AmiUser
@@ -164,3 +167,88 @@ def test_cdr_status_without_logging_fails() -> None:
     lines = ["Call Detail Record (CDR) settings", "  Logging:                    Disabled"]
     checks = cdr_status_checks(lines)
     assert [check.status for check in checks] == [Status.FAIL, Status.FAIL]
+
+
+ALL_CHECKS = [
+    "AMI reachable",
+    "AMI TLS",
+    "AMI login",
+    "AMI read class cdr",
+    "CDR logging",
+    "cdr_manager backend",
+    "API reachable",
+    "API key",
+    "DATA_DIR",
+    "recordings",
+]
+
+
+def listed(output: str) -> list[tuple[str, str, str]]:
+    return [(check["name"], check["status"], check["detail"]) for check in json.loads(output)["checks"]]
+
+
+async def test_every_check_is_listed_healthy_or_broken(
+    tmp_path: Path, ami: FakeAmiServer, receiver: Receiver
+) -> None:
+    _, healthy, _ = await run_check(check_env(tmp_path, ami, receiver), "--json")
+    _, refused, _ = await run_check(check_env(tmp_path, ami, receiver, AMI_PASSWORD="wrong-secret"), "--json")
+    _, unreachable, _ = await run_check(
+        check_env(tmp_path, ami, receiver, AMI_PORT="1", API_BASE_URL="http://127.0.0.1:1/v1"), "--json"
+    )
+    _, unset, _ = await run_check(check_env(tmp_path, ami, receiver, AMI_HOST="", API_KEY=""), "--json")
+    for output in (healthy, refused, unreachable, unset):
+        assert [name for name, _, _ in listed(output)] == ALL_CHECKS
+    assert all(status != "skip" for _, status, _ in listed(healthy))
+    skipped = {name: detail for name, status, detail in listed(refused) if status == "skip"}
+    assert skipped == dict.fromkeys(
+        ["AMI read class cdr", "CDR logging", "cdr_manager backend"], "needs AMI login"
+    )
+    skipped = {name: detail for name, status, detail in listed(unreachable) if status == "skip"}
+    assert set(skipped) == {"AMI TLS", "AMI login", *ALL_CHECKS[3:6], "API key"}
+    assert skipped["AMI login"] == "needs a connection to AMI" and skipped["API key"] == "needs the API"
+    skipped = {name: detail for name, status, detail in listed(unset) if status == "skip"}
+    assert skipped["AMI login"] == "needs AMI_HOST" and skipped["API reachable"] == "needs API_KEY"
+    assert "wrong-secret" not in refused
+
+
+async def test_the_first_line_shows_the_banner(
+    tmp_path: Path, ami: FakeAmiServer, receiver: Receiver
+) -> None:
+    _, out, _ = await run_check(check_env(tmp_path, ami, receiver))
+    assert out.splitlines()[0].endswith("(Asterisk Call Manager/11.0.0)")
+    assert "- AMI" not in out  # nothing skipped
+    last = out.splitlines()[-1]
+    assert last.startswith(f"{len(ALL_CHECKS)} checks: 0 failed") and last.endswith(", 0 skipped")
+
+
+def _tls_server_context(ca: trustme.CA, **validity: datetime) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", common_name="pbx.test", **validity).configure_cert(context)
+    return context
+
+
+async def test_tls_state_is_reported(tmp_path: Path, receiver: Receiver) -> None:
+    ca = trustme.CA(organization_name="Check CA")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    soon = datetime.now(UTC) + timedelta(days=10)
+    users = {USER: AmiUser(SECRET)}
+    async with FakeAmiServer(users, tls=_tls_server_context(ca)) as ami:
+        env = check_env(tmp_path, ami, receiver, AMI_TLS="true", AMI_TLS_CA_FILE=str(ca_file))
+        code, out, _ = await run_check(env, "--json")
+        (tls,) = (check for check in json.loads(out)["checks"] if check["name"] == "AMI TLS")
+        assert code == 0 and tls["status"] == "ok", out
+        assert tls["detail"].startswith("TLSv1.") and "commonName=pbx.test" in tls["detail"]
+        assert "Check CA" in tls["detail"] and "days)" in tls["detail"]
+        assert SECRET not in out
+        _, unverified, _ = await run_check({**env, "AMI_TLS_VERIFY": "false"}, "--json")
+        assert statuses(unverified)["AMI TLS"] == "warn" and "not verified" in unverified
+    async with FakeAmiServer(users, tls=_tls_server_context(ca, not_after=soon)) as ami:
+        env = check_env(tmp_path, ami, receiver, AMI_TLS="true", AMI_TLS_CA_FILE=str(ca_file))
+        code, out, _ = await run_check(env)
+        assert code == 0 and "! AMI TLS" in out and "in 10 days" in out and "renew" in out
+    async with FakeAmiServer(users) as plain:
+        env = check_env(tmp_path, plain, receiver, AMI_TLS="true", AMI_TLS_CA_FILE=str(ca_file))
+        code, out, _ = await run_check(env, "--json")
+        assert code == 1 and statuses(out)["AMI TLS"] == "fail" and "did not answer TLS" in out
+        assert statuses(out)["AMI login"] == "skip" and SECRET not in out

@@ -101,7 +101,8 @@ class AmiSession:
             sock.close()
             if tls is None:
                 raise
-            raise HandshakeFailed(f"{where}: {handshake_problem(error, host, ca_file)}") from None
+            problem = handshake_problem(error, host, ca_file)
+            raise HandshakeFailed(f"{where}: {problem}", during_tls=True) from None
         except BaseException:
             sock.close()
             raise
@@ -119,7 +120,8 @@ class AmiSession:
             )
             late = "closed the connection" if isinstance(error, ConnectionError) else "sent nothing"
             raise HandshakeFailed(
-                f"{where} accepted the connection but {late} instead of AMI's banner: {hint}"
+                f"{where} accepted the connection but {late} instead of AMI's banner: {hint}",
+                during_tls=False,
             ) from None
         except BaseException:
             session.abort("cancelled while waiting for the banner")
