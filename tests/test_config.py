@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     "data_dir": Path("/data"),
     "host_hostname": "",
     "asterisk_tz": "",
+    "ami_tls": False,
+    "ami_tls_ca_file": None,
+    "ami_tls_verify": True,
     "outbox_retention_days": 7,
 }
 
@@ -93,6 +96,9 @@ def test_region_and_base_url(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -
         ("API_BASE_URL", "ftp://example.com", "API_BASE_URL: must be an http:// or https:// URL"),
         ("ASTERISK_TZ", "Mars/Olympus", "ASTERISK_TZ: must be an IANA time zone name"),
         ("CDR_INTERNAL_PATTERN", "[0-9", "CDR_INTERNAL_PATTERN: is not a valid regular expression"),
+        ("AMI_TLS", "sometimes", "AMI_TLS: not a boolean; use true/false, 1/0 or yes/no"),
+        ("AMI_TLS_CA_FILE", "/no/such/ca.pem", "AMI_TLS_CA_FILE: /no/such/ca.pem does not exist"),
+        ("AMI_TLS_CA_FILE", "/etc/hostname", "AMI_TLS_CA_FILE: /etc/hostname cannot be read as PEM CA"),
     ],
 )
 def test_each_kind_of_bad_value_has_its_one_line_message(
