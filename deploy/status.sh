@@ -3,15 +3,17 @@
 #
 #   deploy/status.sh [AMI_USERNAME]
 #
-# Checks the Asterisk binary, process and version, the AMI port, the manager.conf user and its read
-# classes, cdr_manager.conf, `cdr show status`, Docker and the connector container, and the connector's
-# /healthz. Every check runs even when an earlier one fails; each failure prints its fix. Exit code 0
-# only when no check failed (warnings do not fail). Run it as root on the Asterisk host: the Asterisk
+# Checks the Asterisk binary, process and version, the AMI port, manager.conf (AMI enabled, its TLS
+# against AMI_TLS, the user and its read classes), cdr_manager.conf, `cdr show status`, Docker and the
+# connector container, and the connector's /healthz. Every check runs even when an earlier one fails;
+# each failure prints its fix. Exit code 0 only when no check failed (warnings do not fail). Run it as root on the Asterisk host: the Asterisk
 # console and /etc/asterisk usually need it.
 #
 # Settings (environment variables; AMI_*, MONITORING_* are also read from the connector's .env):
 #   AMI_USERNAME          the manager.conf user the connector logs in as (or the first argument)
 #   AMI_HOST, AMI_PORT    where the connector reaches AMI (default 127.0.0.1, 5038)
+#   AMI_TLS               true when the connector speaks TLS to AMI (manager.conf tlsenable, tlsbindaddr,
+#                         port 5039 by default); default false, which is plain TCP
 #   MONITORING_HOST/PORT  the connector's monitoring endpoint (default 0.0.0.0 -> 127.0.0.1, 8000)
 #   CONNECTOR_ENV_FILE    the connector's env file (default: .env next to this script)
 #   ASTERISK_BIN          the asterisk command (default: asterisk)
@@ -104,27 +106,33 @@ first_line() {
     printf '%s\n' "$1" | sed -n '/[^[:space:]]/{s/^[[:space:]]*//;p;q;}'
 }
 
-# The files making up an Asterisk config: the file itself and its #include/#tryinclude targets.
-conf_files() {
-    local main=$1 target pattern file
-    printf '%s\n' "$main"
-    while IFS= read -r target; do
-        case $target in
-            /*) pattern=$target ;;
-            *) pattern=$CONF_DIR/$target ;;
-        esac
-        for file in $pattern; do
-            [ -r "$file" ] && printf '%s\n' "$file"
-        done
-    done < <(sed -n 's/^[[:space:]]*#\(try\)\{0,1\}include[[:space:]]*["<]\{0,1\}\([^">]*\)[">]\{0,1\}.*/\2/p' "$main")
+# An Asterisk config with its #include/#tryinclude targets read in place, as Asterisk does: an included
+# file continues the section it is included in (FreePBX includes manager_general_*.conf in [general]).
+conf_text() {
+    local file=$1 depth=${2:-0} line target pattern included
+    local directive='^[[:space:]]*#(try)?include[[:space:]]*["<]?([^">]*)'
+    [ "$depth" -le 8 ] || return 0 # an include loop
+    while IFS= read -r line || [ -n "$line" ]; do
+        if [[ $line =~ $directive ]]; then
+            target=${BASH_REMATCH[2]%%[[:space:]]*}
+            case $target in
+                '') continue ;;
+                /*) pattern=$target ;;
+                *) pattern=$CONF_DIR/$target ;;
+            esac
+            for included in $pattern; do
+                [ -r "$included" ] && conf_text "$included" $((depth + 1))
+            done
+        else
+            printf '%s\n' "$line"
+        fi
+    done <"$file"
 }
 
 # Dump an Asterisk config as `section<TAB>key<TAB>value` lines (keys lower-cased, `=` or `=>`);
 # a section's templates as `section<TAB>(parents)<TAB>a,b` and templates as `section<TAB>(template)`.
 conf_dump() {
-    local files=()
-    mapfile -t files < <(conf_files "$1")
-    awk '
+    conf_text "$1" | awk '
         { sub(/\r$/, ""); line = $0; sub(/[[:space:]]*;.*$/, "", line) }
         line ~ /^[[:space:]]*$/ || line ~ /^[[:space:]]*#/ { next }
         match(line, /^[[:space:]]*\[[^]]+\]/) {
@@ -144,7 +152,7 @@ conf_dump() {
             gsub(/^[[:space:]]+|[[:space:]]+$/, "", key); gsub(/^[[:space:]]+|[[:space:]]+$/, "", value)
             print section "\t" tolower(key) "\t" value
         }
-    ' "${files[@]}"
+    '
 }
 
 # The last value of KEY in SECTION of a dump, following the section's templates when it has none.
@@ -168,6 +176,14 @@ conf_has_section() {
 is_true() {
     case $(printf '%s' "$1" | tr '[:upper:]' '[:lower:]') in
         yes | true | y | t | 1 | on) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# pydantic's false words, which the connector accepts for a bool setting besides is_true's.
+is_false() {
+    case $(printf '%s' "$1" | tr '[:upper:]' '[:lower:]') in
+        no | false | n | f | 0 | off) return 0 ;;
         *) return 1 ;;
     esac
 }
@@ -252,7 +268,7 @@ listeners() {
 }
 
 check_ami_port() {
-    local port host out addrs
+    local port host out addrs want todo
     port=$(setting AMI_PORT 5038)
     host=$(setting AMI_HOST 127.0.0.1)
     if ! command -v ss >/dev/null 2>&1; then
@@ -265,7 +281,16 @@ check_ami_port() {
     fi
     addrs=$(listeners "$out" "$port" | tr '\n' ' ')
     addrs=${addrs% }
-    if [ -z "$addrs" ]; then
+    if [ -z "$addrs" ] && is_true "$(setting AMI_TLS false)"; then
+        # 5038 is the plain port: Asterisk's TLS port is 5039 unless tlsbindaddr says otherwise.
+        want=$port
+        [ "$port" = 5038 ] && want=5039
+        todo=("in $CONF_DIR/manager.conf [general]: tlsenable = yes, tlsbindaddr = 0.0.0.0:$want, and tlscertfile, tlsprivatekey naming PEM files Asterisk can read"
+            "then: asterisk -rx 'manager reload' (/var/log/asterisk/messages says why a TLS listener did not start)")
+        [ "$want" = "$port" ] || todo+=("and set AMI_PORT=$want in $ENV_FILE")
+        fail "AMI port $port: nothing listens on it (AMI_TLS=true: Asterisk's TLS port)" "${todo[@]}"
+        return
+    elif [ -z "$addrs" ]; then
         fail "AMI port $port: nothing listens on it" \
             "in $CONF_DIR/manager.conf [general]: enabled = yes, port = $port" \
             "then: asterisk -rx 'manager reload'"
@@ -282,15 +307,96 @@ check_ami_port() {
 }
 
 check_manager_enabled() {
-    local file=$CONF_DIR/manager.conf dump enabled
+    local file=$CONF_DIR/manager.conf dump enabled port
     readable_conf "$file" || return
     dump=$(conf_dump "$file")
     enabled=$(conf_get "$dump" general enabled)
+    port=$(conf_get "$dump" general port)
     if is_true "$enabled"; then
-        pass "manager.conf: AMI enabled (port $(conf_get "$dump" general port | sed 's/^$/5038/'))"
+        pass "manager.conf: AMI enabled (port ${port:-5038})"
     else
         fail "manager.conf: AMI is not enabled (enabled = ${enabled:-unset} in [general])" \
             "set enabled = yes under [general] in $file" "then: asterisk -rx 'manager reload'"
+    fi
+}
+
+# The port of an Asterisk bind address (`0.0.0.0:5039`, `[::]:5039`), or DEFAULT when it has none.
+address_port() {
+    local address=$1 default=$2
+    case $address in
+        \[*\]:*) printf '%s' "${address##*\]:}" ;;
+        *:*:* | \[*) printf '%s' "$default" ;; # a bare IPv6 address
+        *:*) printf '%s' "${address##*:}" ;;
+        *) printf '%s' "$default" ;;
+    esac
+}
+
+is_loopback() {
+    case $1 in
+        localhost | 127.* | ::1 | '[::1]') return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# AMI_TLS against manager.conf's tlsenable: the connector's TLS needs Asterisk's TLS listener (tlsbindaddr,
+# by default bindaddr with port 5039); plain TCP to another host sends the secret and CDRs in clear text.
+check_manager_tls() {
+    local file=$CONF_DIR/manager.conf dump tls host port tlsenable=unknown bindaddr tlsaddr tlsport state
+    local want reload fix
+    tls=$(setting AMI_TLS false)
+    host=$(setting AMI_HOST 127.0.0.1)
+    port=$(setting AMI_PORT 5038)
+    if ! is_true "$tls" && ! is_false "$tls"; then
+        fail "AMI_TLS=$tls is neither true nor false: the connector refuses to start" \
+            "set AMI_TLS=true (Asterisk's TLS port) or AMI_TLS=false (plain TCP) in $ENV_FILE"
+        return
+    fi
+    if [ -r "$file" ]; then
+        dump=$(conf_dump "$file")
+        tlsenable=$(conf_get "$dump" general tlsenable)
+        tlsaddr=$(conf_get "$dump" general tlsbindaddr)
+        if [ -z "$tlsaddr" ]; then
+            bindaddr=$(conf_get "$dump" general bindaddr)
+            bindaddr=${bindaddr:-0.0.0.0}
+            case $bindaddr in
+                *:*) bindaddr="[${bindaddr#\[}" && bindaddr="${bindaddr%\]}]" ;;
+            esac
+            tlsaddr="$bindaddr:5039 (the default: bindaddr, port 5039)"
+        fi
+        tlsport=$(address_port "${tlsaddr%% *}" 5039)
+        if is_true "$tlsenable"; then
+            state="manager.conf tlsenable=yes, tlsbindaddr=$tlsaddr"
+        else
+            state="manager.conf tlsenable=no"
+        fi
+    fi
+
+    if is_true "$tls"; then
+        [ "$tlsenable" = unknown ] && return 0 # manager.conf unreadable: reported by check_manager_enabled
+        if ! is_true "$tlsenable"; then
+            want=$port reload="then: asterisk -rx 'manager reload'"
+            [ "$port" = 5038 ] && want=5039 reload="$reload, and set AMI_PORT=5039 in $ENV_FILE"
+            state="tlsenable = $tlsenable"
+            [ -n "$tlsenable" ] || state="tlsenable is not set"
+            fail "AMI TLS: on (AMI_TLS=true), but manager.conf has no tlsenable=yes ($state in [general]): Asterisk offers no TLS port" \
+                "in $file [general]: tlsenable = yes, tlsbindaddr = 0.0.0.0:$want, tlscertfile = /etc/asterisk/keys/asterisk.crt, tlsprivatekey = /etc/asterisk/keys/asterisk.key (PEM files Asterisk can read)" \
+                "$reload" \
+                "or, for an Asterisk on this host only: AMI_TLS=false in $ENV_FILE"
+            return
+        fi
+        pass "AMI TLS: on (AMI_TLS=true); $state"
+        if [ "$port" != "$tlsport" ]; then
+            warn "AMI_PORT=$port but Asterisk's TLS port is $tlsport (tlsbindaddr): the TLS handshake will fail" \
+                "set AMI_PORT=$tlsport in $ENV_FILE (AMI_TLS=true speaks TLS, which only Asterisk's TLS port answers)"
+        fi
+    elif ! is_loopback "$host"; then
+        fix="set tlsenable=yes in manager.conf and AMI_TLS=true (with AMI_PORT=5039, the TLS port)"
+        is_true "$tlsenable" &&
+            fix="Asterisk already offers TLS on $tlsaddr: set AMI_TLS=true and AMI_PORT=$tlsport in $ENV_FILE"
+        warn "AMI TLS: off (AMI_TLS=false; ${state:-manager.conf not read}) and AMI_HOST=$host is not loopback: the AMI password and CDRs cross the network in clear text" \
+            "$fix"
+    elif [ "$tlsenable" != unknown ]; then
+        pass "AMI TLS: off (AMI_TLS=false); $state"
     fi
 }
 
@@ -503,6 +609,7 @@ main() {
     section "AMI"
     check_ami_port
     check_manager_enabled
+    check_manager_tls
     check_manager_user "${1:-}"
     section "CDR"
     check_cdr_manager_enabled

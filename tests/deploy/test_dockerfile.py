@@ -8,9 +8,12 @@ and the healthcheck's Python code runs against a real HTTP server.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import pytest
 from connector import __version__
 from connector.config import Settings
 from connector.demo.ports import free_port
-from tests.deploy.dockerfile import Instruction, parse
+from tests.deploy.dockerfile import Instruction, duration, parse
 from tests.deploy.health_server import health_server
 from tests.paths import REPO
 
@@ -28,6 +31,8 @@ KNOWN = {
     "FROM", "ENV", "RUN", "WORKDIR", "COPY", "USER", "VOLUME", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD",
     "LABEL", "ARG", "STOPSIGNAL",
 }  # fmt: skip
+# What Docker Engine 20.10's builder accepts on HEALTHCHECK (--start-interval came with Docker 25).
+HEALTHCHECK_FLAGS_20_10 = {"interval", "timeout", "start-period", "retries"}
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +52,13 @@ def pip_install_run(instructions: list[Instruction]) -> Instruction:
     return runs[0]
 
 
+def healthcheck_flags(instructions: list[Instruction]) -> dict[str, str]:
+    return only(instructions, "HEALTHCHECK").flags_and_rest()[0]
+
+
 def healthcheck_code(instructions: list[Instruction]) -> list[str]:
     flags, rest = only(instructions, "HEALTHCHECK").flags_and_rest()
-    assert set(flags) <= {"interval", "timeout", "start-period", "start-interval", "retries"}
+    assert set(flags) <= HEALTHCHECK_FLAGS_20_10, "a flag Docker 20.10 does not know fails the build there"
     keyword, _, command = rest.partition(" ")
     assert keyword == "CMD"
     argv = Instruction("CMD", command.strip(), 0).exec_form
@@ -111,6 +120,58 @@ def test_healthcheck_uses_python_not_curl(instructions: list[Instruction]) -> No
     assert argv[:2] == ["python", "-c"]
     assert "curl" not in argv[2] and "wget" not in argv[2]
     assert "MONITORING_HOST" in argv[2] and "MONITORING_PORT" in argv[2] and "/healthz" in argv[2]
+
+
+def test_healthcheck_flags_are_known_to_docker_20_10(instructions: list[Instruction]) -> None:
+    flags = healthcheck_flags(instructions)
+    unknown = sorted(set(flags) - HEALTHCHECK_FLAGS_20_10)
+    assert not unknown, f"Docker 20.10's builder rejects these HEALTHCHECK flags: {unknown}"
+    assert set(flags) == HEALTHCHECK_FLAGS_20_10, "every timing explicit, not Docker's defaults (30 s)"
+    for name in ("interval", "timeout", "start-period"):
+        assert duration(flags[name]) > 0, name
+    assert int(flags["retries"]) >= 1
+
+
+def test_healthcheck_reports_healthy_within_10_s_of_start(instructions: list[Instruction]) -> None:
+    # Docker < 25 (no --start-interval) runs the first check one interval after start; `compose up
+    # --wait` and `condition: service_healthy` wait for it.
+    flags = healthcheck_flags(instructions)
+    interval, timeout = duration(flags["interval"]), duration(flags["timeout"])
+    assert interval <= 5, "the first check would come later than ~5 s after start"
+    assert interval + timeout <= 10, "the first check would not be decided within 10 s"
+    # Still unhealthy only after a sustained failure: start-up gets slack, then several misses in a row.
+    assert duration(flags["start-period"]) >= 30
+    assert int(flags["retries"]) * interval >= 30
+
+
+def http_timeout(instructions: list[Instruction]) -> float:
+    timeouts = re.findall(
+        r"\bHTTPConnection\([^)]*\btimeout=(\d+(?:\.\d+)?)\)", healthcheck_code(instructions)[2]
+    )
+    assert len(timeouts) == 1, "the healthcheck's HTTP request needs its own timeout"
+    return float(timeouts[0])
+
+
+def test_healthcheck_http_timeout_is_below_the_docker_timeout(instructions: list[Instruction]) -> None:
+    # Under --timeout, so a hung endpoint is reported by the check ("unhealthy: TimeoutError") rather
+    # than killed by Docker, with time left for the python process to start.
+    docker_timeout = duration(healthcheck_flags(instructions)["timeout"])
+    assert 0 < http_timeout(instructions) <= docker_timeout - 1
+
+
+def test_healthcheck_gives_up_on_a_silent_endpoint_within_its_timeout(
+    instructions: list[Instruction],
+) -> None:
+    # A listening socket nobody accepts: the connection succeeds (backlog), the answer never comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        started = time.monotonic()
+        result = run_healthcheck(instructions, MONITORING_PORT=str(silent.getsockname()[1]))
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert "unhealthy: TimeoutError" in result.stdout
+    assert http_timeout(instructions) <= elapsed < duration(healthcheck_flags(instructions)["timeout"])
 
 
 def run_healthcheck(instructions: list[Instruction], **env: str) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ CDR_MANAGER = CONFIG / "cdr_manager.conf"
 CDR_MANAGER_MAPPINGS = CONFIG / "variants" / "cdr_manager.conf.mappings"
 USER = "manager-sipstack"  # the user in the fixture manager.conf
 RESULT = re.compile(r"^([✓✗!]) (.*)$", re.MULTILINE)
-ALL_CHECKS = 13
+ALL_CHECKS = 14
 
 
 def results(output: str) -> list[tuple[str, str]]:
@@ -79,6 +79,7 @@ def test_healthy_host_passes_every_check(tmp_path: Path) -> None:
     line_with(result.stdout, "✓", "linkedid => LinkedID, sequence => Sequence")
     line_with(result.stdout, "✓", "CDR logging enabled")
     line_with(result.stdout, "✓", "cdr_manager registered and active")
+    line_with(result.stdout, "✓", "AMI TLS: off (AMI_TLS=false); manager.conf tlsenable=no")
     line_with(result.stdout, "✓", "connector container sipstack-connector: Up 2 hours (healthy)")
     line_with(result.stdout, "✓", '/healthz: 200 {"status": "ok"')
     assert "fix:" not in result.stdout
@@ -107,7 +108,7 @@ def test_stopped_asterisk_without_docker_fails_every_dependent_check(tmp_path: P
     port = free_port()
     result = host.run(USER, MONITORING_PORT=str(port))
     assert result.returncode == 1
-    assert summary(result.stdout) == (5, 6, 1)  # every check ran
+    assert summary(result.stdout) == (6, 6, 1)  # every check ran
     line_with(result.stdout, "✗", "Asterisk process is not running")
     assert "fix: systemctl start asterisk" in result.stdout
     assert "Unable to connect to remote asterisk" in line_with(result.stdout, "✗", "Asterisk version")
@@ -141,7 +142,7 @@ def test_misconfigured_asterisk_gets_the_asterisk_fixes(tmp_path: Path) -> None:
     with health_server(status=503, detail="outbox not writable") as server:
         result = host.run(USER, MONITORING_PORT=str(server.server_address[1]))
     assert result.returncode == 1
-    assert summary(result.stdout) == (5, 6, 3)
+    assert summary(result.stdout) == (6, 6, 3)
     line_with(result.stdout, "!", "listens on 192.0.2.10, but the connector connects to AMI_HOST=127.0.0.1")
     line_with(result.stdout, "✗", f"manager.conf user {USER} may not read cdr events")
     assert "read = system,call,log,verbose,agent,user,dtmf,reporting,dialplan,cdr" in result.stdout
@@ -195,6 +196,136 @@ def test_manager_user_from_an_include_and_a_template(tmp_path: Path) -> None:
         result = host.run("sipstack")
     assert result.returncode == 0, result.stdout
     line_with(result.stdout, "✓", "manager.conf user sipstack may read cdr events (read = system,call,cdr)")
+
+
+def manager_with_general(*lines: str) -> str:
+    """The fixture manager.conf with `lines` added to its [general] section."""
+    text = MANAGER.read_text(encoding="utf-8")
+    anchor = "bindaddr = 127.0.0.1\n"
+    assert anchor in text
+    return text.replace(anchor, anchor + "".join(f"{line}\n" for line in lines))
+
+
+def tls_host(root: Path, health_port: int, manager: str, ami_port: int | None = 5039) -> FakeHost:
+    """A healthy host whose connector has AMI_TLS=true (in its env file, as with compose)."""
+    host = healthy_host(root, health_port)
+    host.configure(manager, CDR_MANAGER_MAPPINGS)
+    host.listening("127.0.0.1:5038", "0.0.0.0:5039")
+    port = f"AMI_PORT={ami_port}\n" if ami_port else ""
+    with host.env_file.open("a", encoding="utf-8") as env:
+        env.write(f"AMI_TLS=true\n{port}")
+    return host
+
+
+def test_tls_on_and_enabled_in_an_included_general_file(tmp_path: Path) -> None:
+    # FreePBX-style: manager_general_custom.conf is included inside [general] and continues it.
+    with health_server() as server:
+        host = tls_host(
+            tmp_path, server.server_address[1], manager_with_general("#include manager_general_custom.conf")
+        )
+        (host.config / "manager_general_custom.conf").write_text(
+            "tlsenable = yes ; AMI over TLS\ntlsbindaddr = 0.0.0.0:5039\n"
+            "tlscertfile = /etc/asterisk/keys/asterisk.crt\n"
+            "tlsprivatekey = /etc/asterisk/keys/asterisk.key\n",
+            encoding="utf-8",
+        )
+        result = host.run()
+    assert result.returncode == 0, result.stdout
+    assert summary(result.stdout) == (ALL_CHECKS, 0, 0)
+    line_with(
+        result.stdout, "✓", "AMI TLS: on (AMI_TLS=true); manager.conf tlsenable=yes, tlsbindaddr=0.0.0.0:5039"
+    )
+    line_with(result.stdout, "✓", "AMI port 5039 listening (0.0.0.0)")
+    line_with(result.stdout, "✓", f"manager.conf user {USER} may read cdr events")
+
+
+def test_tls_on_without_tlsenable_fails_with_the_manager_conf_lines(tmp_path: Path) -> None:
+    with health_server() as server:
+        host = tls_host(tmp_path, server.server_address[1], manager_with_general("tlsenable = no"))
+        host.listening("127.0.0.1:5038")  # no TLS listener either
+        result = host.run()
+        host.configure(MANAGER, CDR_MANAGER_MAPPINGS)  # the stock file: no tls line at all
+        unset = host.run(AMI_PORT="5038")
+    assert result.returncode == 1
+    assert summary(result.stdout) == (ALL_CHECKS - 2, 2, 0)
+    line_with(result.stdout, "✗", "AMI port 5039: nothing listens on it (AMI_TLS=true")
+    line = line_with(result.stdout, "✗", "AMI TLS: on (AMI_TLS=true), but manager.conf has no tlsenable=yes")
+    assert "(tlsenable = no in [general])" in line
+    fixes = result.stdout.split(line, 1)[1].split("\n✓", 1)[0]
+    assert (
+        f"fix: in {host.config / 'manager.conf'} [general]: tlsenable = yes, tlsbindaddr = 0.0.0.0:5039"
+        in fixes
+    )
+    assert "tlscertfile = " in fixes and "tlsprivatekey = " in fixes
+    assert "fix: then: asterisk -rx 'manager reload'\n" in fixes  # AMI_PORT is 5039 already
+    assert f"AMI_TLS=false in {host.env_file}" in fixes
+    assert unset.returncode == 1
+    assert "(tlsenable is not set in [general])" in line_with(unset.stdout, "✗", "no tlsenable=yes")
+    assert (
+        f"fix: then: asterisk -rx 'manager reload', and set AMI_PORT=5039 in {host.env_file}" in unset.stdout
+    )
+
+
+def test_tls_on_with_the_plain_port_warns_of_the_mismatch(tmp_path: Path) -> None:
+    # No tlsbindaddr: Asterisk listens on bindaddr (127.0.0.1) port 5039; AMI_PORT stayed 5038.
+    with health_server() as server:
+        host = tls_host(
+            tmp_path, server.server_address[1], manager_with_general("tlsenable = yes"), ami_port=None
+        )
+        result = host.run()
+    assert result.returncode == 0  # a warning: the connector's own check says why the handshake fails
+    assert summary(result.stdout) == (ALL_CHECKS, 0, 1)
+    line_with(
+        result.stdout, "✓", "tlsenable=yes, tlsbindaddr=127.0.0.1:5039 (the default: bindaddr, port 5039)"
+    )
+    line_with(result.stdout, "!", "AMI_PORT=5038 but Asterisk's TLS port is 5039 (tlsbindaddr)")
+    assert f"fix: set AMI_PORT=5039 in {host.env_file}" in result.stdout
+
+
+def test_tls_off_to_a_remote_host_warns_of_clear_text(tmp_path: Path) -> None:
+    with health_server() as server:
+        host = healthy_host(tmp_path, server.server_address[1])
+        host.listening("0.0.0.0:5038")
+        result = host.run(AMI_HOST="192.0.2.10")
+        local = host.run(AMI_HOST="localhost")
+        offered = host.run(AMI_HOST="pbx.example.com", AMI_TLS="False")
+        host.configure(
+            manager_with_general("tlsenable = yes", "tlsbindaddr = [::]:5040"), CDR_MANAGER_MAPPINGS
+        )
+        enabled = host.run(AMI_HOST="pbx.example.com", AMI_TLS="False")
+    assert result.returncode == 0
+    assert summary(result.stdout) == (ALL_CHECKS - 1, 0, 1)
+    line = line_with(result.stdout, "!", "AMI TLS: off (AMI_TLS=false; manager.conf tlsenable=no)")
+    assert (
+        "AMI_HOST=192.0.2.10 is not loopback: the AMI password and CDRs cross the network in clear text"
+        in line
+    )
+    assert "fix: set tlsenable=yes in manager.conf and AMI_TLS=true" in result.stdout
+    assert summary(local.stdout) == (ALL_CHECKS, 0, 0)
+    line_with(local.stdout, "✓", "AMI TLS: off (AMI_TLS=false); manager.conf tlsenable=no")
+    line_with(offered.stdout, "!", "AMI_HOST=pbx.example.com is not loopback")
+    # Asterisk offers TLS already: the fix is the connector's side only.
+    line_with(
+        enabled.stdout, "!", "manager.conf tlsenable=yes, tlsbindaddr=[::]:5040) and AMI_HOST=pbx.example.com"
+    )
+    fix = f"Asterisk already offers TLS on [::]:5040: set AMI_TLS=true and AMI_PORT=5040 in {host.env_file}"
+    assert f"fix: {fix}" in enabled.stdout
+
+
+def test_an_include_loop_ends(tmp_path: Path) -> None:
+    with health_server() as server:
+        host = healthy_host(tmp_path, server.server_address[1])
+        host.configure(manager_with_general("#include manager.conf", "tlsenable = yes"), CDR_MANAGER_MAPPINGS)
+        result = host.run()
+    assert result.returncode == 0, result.stdout
+    line_with(result.stdout, "✓", "AMI TLS: off (AMI_TLS=false); manager.conf tlsenable=yes")
+
+
+def test_ami_tls_that_is_not_a_bool_fails(tmp_path: Path) -> None:
+    with health_server() as server:
+        result = healthy_host(tmp_path, server.server_address[1]).run(AMI_TLS="maybe")
+    assert result.returncode == 1
+    line_with(result.stdout, "✗", "AMI_TLS=maybe is neither true nor false")
 
 
 def test_unreadable_config_dir_is_reported(tmp_path: Path) -> None:
