@@ -9,3 +9,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 AMI_FIXTURES = FIXTURES / "ami"
 PAIRED_FIXTURES = FIXTURES / "paired"
 RECORDING_FIXTURES = FIXTURES / "recordings"
+VERSION_FIXTURES = FIXTURES / "versions"
+# The Asterisk builds captured in fixtures/versions (README there), oldest first.
+ASTERISK_VERSIONS = ("16.30.1", "18.26.4", "20.20.1", "22.10.1")
