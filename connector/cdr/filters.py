@@ -28,6 +28,10 @@ NOT_INTERNAL = "not_internal"
 REASONS = (EXCLUDE_DST, QUEUE_ATTEMPT, ZERO_DURATION, MIN_DURATION, NOT_INTERNAL)
 
 _KEPT_WITHOUT_DURATION = frozenset({"BUSY", "FAILED", "CONGESTION"})
+# A leg that rang and was not answered: NO ANSWER, or CANCEL when the caller hung up first and
+# cdr.conf has canceldispositionenabled=yes (Asterisk 20.16+, 21.11+, 22.6+; older lines write
+# NO ANSWER for the same call), so the same call is filtered alike on every version.
+_RANG_UNANSWERED = frozenset({"NO ANSWER", "CANCEL"})
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def filter_reason(headers: Mapping[str, str] | Iterable[tuple[str, str]], rules:
     unanswered_and_empty = disposition != "ANSWERED" and duration == 0
     if dst in rules.exclude_dst and unanswered_and_empty:
         return EXCLUDE_DST
-    if rules.queue_attempts and dst == "s" and disposition == "NO ANSWER" and duration == 0:
+    if rules.queue_attempts and dst == "s" and disposition in _RANG_UNANSWERED and duration == 0:
         return QUEUE_ATTEMPT
     if rules.zero_duration and duration == 0 and billsec == 0:
         if disposition not in _KEPT_WITHOUT_DURATION:
