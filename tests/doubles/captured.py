@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from connector.demo.ami_server import FRAME_END
+from connector.demo.ami_server import FRAME_END, AmiUser
 from tests.doubles.ami_server import transcript_frames
 from tests.paths import VERSION_FIXTURES
 
@@ -63,3 +63,19 @@ def version_folder(version: str, variant: str = "") -> Path:
     """fixtures/versions/VERSION, or one of its variants/ folders."""
     folder = VERSION_FIXTURES / version
     return folder / "variants" / variant if variant else folder
+
+
+def cdr_headers(frame: bytes) -> list[tuple[str, str]]:
+    """The headers of one captured frame, in order, values as Asterisk sent them."""
+    return _headers(frame)
+
+
+def captured_users(version: str) -> dict[str, AmiUser]:
+    """The capture's manager.conf user, with the read classes its `manager show user` printed."""
+    answer = captured_session(version_folder(version)).commands[MAIN_COMMANDS[4]]
+    for line in answer:
+        name, _, value = line.partition(":")
+        if name.strip() == "read perm":
+            classes = frozenset(item.strip() for item in value.split(",") if item.strip())
+            return {USER: AmiUser(SECRET, classes)}
+    raise ValueError(f"{version}: no read perm in the answer to {MAIN_COMMANDS[4]!r}")
