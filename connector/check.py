@@ -1,9 +1,9 @@
 """`connector check`: diagnose a set-up in one command, one ✓ / ✗ / ! line per check.
 
 Every check is listed every time, in the same order: one that cannot run because an earlier one
-failed (no login → no read-class, CDR-logging or cdr_manager check) is `skip` with the reason, so a
-script sees the same list in a healthy and a broken set-up. Each failure names the fix. Exit code 0
-only when nothing failed.
+failed (no login → no read-class, CDR-logging, cdr_manager or batch-mode check) is `skip` with the
+reason, so a script sees the same list in a healthy and a broken set-up. Each failure names the fix, and
+the FreePBX file for it. Exit code 0 only when nothing failed.
 """
 
 from __future__ import annotations
@@ -48,8 +48,16 @@ COLOURS = {
     Status.SKIP: "\033[2m",
 }
 # The checks that need a logged-in AMI session, in the order they are listed.
-LOGGED_IN_CHECKS = ("AMI read class cdr", "CDR logging", "cdr_manager backend")
+LOGGED_IN_CHECKS = ("AMI read class cdr", "CDR logging", "cdr_manager backend", "CDR batch mode")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# Where each fix goes. FreePBX generates manager.conf, cdr.conf and cdr_manager.conf, each #including
+# *_custom.conf files it never writes; the AMI users of its GUI are written to manager_additional.conf.
+MANAGER_USERS = (
+    "/etc/asterisk/manager.conf (FreePBX: manager_custom.conf, or Settings > Asterisk Manager Users)"
+)
+MANAGER_GENERAL = "/etc/asterisk/manager.conf [general] (FreePBX: manager_custom.conf, under [general](+))"
+CDR_GENERAL = "/etc/asterisk/cdr.conf [general] (FreePBX: cdr_general_custom.conf)"
+CDR_MANAGER_GENERAL = "/etc/asterisk/cdr_manager.conf [general] (FreePBX: cdr_manager_general_custom.conf)"
 
 
 @dataclass(frozen=True)
@@ -87,44 +95,86 @@ def read_classes(lines: Sequence[str]) -> list[str] | None:
     return None
 
 
+def _field(text: str, label: str) -> str | None:
+    """The value after `label:` on a line of `cdr show status` output, or None if it has no such line."""
+    found = re.search(rf"^\s*{re.escape(label)}:[ \t]*(.*?)\s*$", text, re.MULTILINE)
+    return found.group(1) if found else None
+
+
 def cdr_status_checks(lines: Sequence[str]) -> list[Check]:
-    """Judge `cdr show status` output: logging on, cdr_manager registered and not suspended."""
+    """Judge `cdr show status` output: logging on, cdr_manager registered and active, no batch mode."""
     text = "\n".join(lines)
-    checks = []
-    logging_line = re.search(r"Logging:\s*(\w+)", text)
-    if logging_line and logging_line.group(1).lower() == "enabled":
-        checks.append(_ok("CDR logging", "cdr show status: Logging Enabled"))
-    else:
-        found = logging_line.group(1) if logging_line else "not shown"
-        checks.append(
-            _fail(
-                "CDR logging",
-                f"cdr show status: Logging {found}",
-                "set enable = yes in cdr.conf [general], then: asterisk -rx 'module reload cdr'",
-            )
+    return [_logging_check(text), _backend_check(text), batch_mode_check(text)]
+
+
+def _logging_check(text: str) -> Check:
+    logging = _field(text, "Logging")
+    if logging is None or logging.lower() != "enabled":
+        return _fail(
+            "CDR logging",
+            f"cdr show status: Logging {logging or 'not shown'}",
+            f"set enable = yes in {CDR_GENERAL}, then: asterisk -rx 'module reload cdr'",
         )
+    # Asterisk 16 and 18 print no such line (they have no canceldispositionenabled).
+    cancel = _field(text, "Cancel disposition enabled")
+    if cancel is None:
+        return _ok("CDR logging", "cdr show status: Logging Enabled")
+    meaning = " (a call given up while ringing is CANCEL, not NO ANSWER)" if cancel.lower() == "yes" else ""
+    return _ok(
+        "CDR logging", f"cdr show status: Logging Enabled, Cancel disposition enabled: {cancel}{meaning}"
+    )
+
+
+def _backend_check(text: str) -> Check:
     backends = text.split("Registered Backends", 1)[1] if "Registered Backends" in text else ""
     manager = re.search(r"^\s*cdr_manager\b(.*)$", backends, re.MULTILINE)
     if manager is None:
-        checks.append(
-            _fail(
-                "cdr_manager backend",
-                "cdr_manager is not a registered CDR backend: no Cdr events are sent",
-                "asterisk -rx 'module load cdr_manager.so' (and load it in modules.conf)",
-            )
+        return _fail(
+            "cdr_manager backend",
+            "cdr_manager is not a registered CDR backend: no Cdr events are sent",
+            "asterisk -rx 'module load cdr_manager.so' (and load it in modules.conf)",
         )
-    elif "suspended" in manager.group(1).lower():
-        checks.append(
-            _fail(
-                "cdr_manager backend",
-                "cdr_manager is registered but (suspended): CDRs are lost on the Asterisk side",
-                "set enabled = yes in cdr_manager.conf [general], then: "
-                "asterisk -rx 'module reload cdr_manager.so'",
-            )
+    if "suspended" in manager.group(1).lower():
+        return _fail(
+            "cdr_manager backend",
+            "cdr_manager is registered but (suspended): CDRs are lost on the Asterisk side",
+            f"set enabled = yes in {CDR_MANAGER_GENERAL}, then: asterisk -rx 'module reload cdr_manager.so'",
         )
+    return _ok("cdr_manager backend", "cdr_manager registered and active")
+
+
+def _leading_number(value: str | None) -> str | None:
+    found = re.match(r"\d+", value or "")
+    return found.group(0) if found else None
+
+
+def batch_mode_check(text: str) -> Check:
+    """Warn when Asterisk holds CDRs back in batch mode (late Cdr events, a batch lost in a crash)."""
+    mode = _field(text, "Mode")
+    if mode is None:
+        return _warn(
+            "CDR batch mode",
+            "cdr show status has no Mode: line: cannot tell whether Asterisk holds CDRs back",
+            f"make sure batch = no in {CDR_GENERAL}",
+        )
+    if mode.lower() != "batch":
+        return _ok("CDR batch mode", f"off (Mode: {mode}): each CDR is posted when its call ends")
+    size = _leading_number(_field(text, "Maximum batch size")) or "?"
+    seconds = _leading_number(_field(text, "Maximum batch time")) or "?"
+    # safeshutdown only makes a clean shutdown wait for the batch; a crash loses it either way.
+    if (_field(text, "Safe shutdown") or "").lower() == "enabled":
+        shutdown = "safeshutdown covers only a clean shutdown"
     else:
-        checks.append(_ok("cdr_manager backend", "cdr_manager registered and active"))
-    return checks
+        shutdown = "Safe shutdown is off: even a clean shutdown may lose it"
+    held = f"up to {size} CDRs or {seconds} s are held before Asterisk posts them (Mode: Batch)"
+    cost = (
+        f"Cdr events arrive up to {seconds} s late, and the batch held in memory is lost if Asterisk crashes"
+    )
+    return _warn(
+        "CDR batch mode",
+        f"{held}: {cost} ({shutdown})",
+        f"set batch = no in {CDR_GENERAL}, then: asterisk -rx 'module reload cdr'",
+    )
 
 
 async def _ami_checks(settings: Settings) -> list[Check]:
@@ -151,13 +201,13 @@ async def _ami_checks(settings: Settings) -> list[Check]:
             reachable = _ok("AMI reachable", f"{where} accepts TCP connections")
             tls = _fail("AMI TLS", str(failed), TLS_FIX)
             return [reachable, tls, *_skipped(names[2:], "needs a TLS session with AMI")]
-        fix = "check AMI_PORT (and AMI_TLS) against manager.conf's bindaddr/port and tlsbindaddr"
+        fix = f"check AMI_PORT (and AMI_TLS) against bindaddr/port and tlsbindaddr in {MANAGER_GENERAL}"
         return [_fail("AMI reachable", str(failed), fix), *_skipped(names[1:], "needs AMI's banner")]
     except (OSError, TimeoutError) as error:
         unreachable = _fail(
             "AMI reachable",
             f"cannot connect to {where}: {error or type(error).__name__}",
-            "check AMI_HOST/AMI_PORT, manager.conf [general] enabled = yes and bindaddr, and the "
+            f"check AMI_HOST/AMI_PORT, enabled = yes and bindaddr in {MANAGER_GENERAL}, and the "
             "firewall; asterisk -rx 'manager show settings'",
         )
         return [unreachable, *_skipped(names[1:], "needs a connection to AMI")]
@@ -173,7 +223,7 @@ async def _ami_checks(settings: Settings) -> list[Check]:
 
 
 TLS_FIX = (
-    "compare AMI_TLS_CA_FILE and AMI_HOST with manager.conf's tlscertfile "
+    f"compare AMI_TLS_CA_FILE and AMI_HOST with tlscertfile in {MANAGER_GENERAL} "
     "(openssl x509 -noout -subject -ext subjectAltName -enddate -in FILE)"
 )
 
@@ -186,7 +236,7 @@ def _tls_check(session: AmiSession, settings: Settings) -> Check:
         return _warn(
             "AMI TLS",
             "off (AMI_TLS=false): the AMI password and every CDR cross the network in clear text",
-            "set tlsenable = yes in manager.conf (see README, AMI over TLS) and AMI_TLS=true",
+            f"set tlsenable = yes in {MANAGER_GENERAL} (see README, AMI over TLS) and AMI_TLS=true",
         )
     if not state.verified:
         return _warn(
@@ -210,8 +260,8 @@ async def _session_checks(session: AmiSession, settings: Settings) -> list[Check
         refused = _fail(
             "AMI login",
             f"user {settings.ami_username!r} refused: {error}",
-            "check AMI_USERNAME/AMI_PASSWORD against manager.conf (and its permit/deny), then: "
-            "asterisk -rx 'manager reload'",
+            f"check AMI_USERNAME/AMI_PASSWORD against its secret and permit/deny in {MANAGER_USERS}, "
+            "then: asterisk -rx 'manager reload'",
         )
         return [refused, *_skipped(LOGGED_IN_CHECKS, "needs AMI login")]
     except (TimeoutError, ConnectionError) as error:
@@ -223,7 +273,10 @@ async def _session_checks(session: AmiSession, settings: Settings) -> list[Check
         checks += cdr_status_checks(await session.command("cdr show status", TIMEOUT_S))
     except (TimeoutError, ConnectionError) as error:
         reason = f"could not run 'cdr show status': {error or 'timeout'}"
-        fix = "add command to write= in manager.conf so the connector can check CDR logging"
+        fix = (
+            f"add command to write= of [{settings.ami_username}] in {MANAGER_USERS}, "
+            "then: asterisk -rx 'manager reload'"
+        )
         checks += [
             _warn("CDR logging", reason, fix),
             *_skipped(LOGGED_IN_CHECKS[2:], "needs 'cdr show status'"),
@@ -232,7 +285,7 @@ async def _session_checks(session: AmiSession, settings: Settings) -> list[Check
 
 
 async def _read_class_check(session: AmiSession, username: str) -> Check:
-    fix = f"add cdr to read= of [{username}] in manager.conf, then: asterisk -rx 'manager reload'"
+    fix = f"add cdr to read= of [{username}] in {MANAGER_USERS}, then: asterisk -rx 'manager reload'"
     try:
         classes = read_classes(await session.command(f"manager show user {username}", TIMEOUT_S))
     except (TimeoutError, ConnectionError):
@@ -241,7 +294,7 @@ async def _read_class_check(session: AmiSession, username: str) -> Check:
         return _warn(
             "AMI read class cdr",
             "could not read the user's permissions (needs write=command)",
-            f"make sure read= of [{username}] in manager.conf includes cdr",
+            f"make sure read= of [{username}] in {MANAGER_USERS} includes cdr",
         )
     if "cdr" in classes or "all" in classes:
         return _ok("AMI read class cdr", f"read = {','.join(classes)}")

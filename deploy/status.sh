@@ -4,10 +4,12 @@
 #   deploy/status.sh [AMI_USERNAME]
 #
 # Checks the Asterisk binary, process and version, the AMI port, manager.conf (AMI enabled, its TLS
-# against AMI_TLS, the user and its read classes), cdr_manager.conf, `cdr show status`, Docker and the
-# connector container, and the connector's /healthz. Every check runs even when an earlier one fails;
-# each failure prints its fix. Exit code 0 only when no check failed (warnings do not fail). Run it as root on the Asterisk host: the Asterisk
-# console and /etc/asterisk usually need it.
+# against AMI_TLS, the user and its read classes), cdr_manager.conf, `cdr show status` (logging, the
+# cdr_manager backend, batch mode), Docker and the connector container, and the connector's /healthz.
+# Every check runs even when an earlier one fails; each failure prints its fix. Exit code 0 only when no
+# check failed (warnings do not fail). Run it as root on the Asterisk host: the Asterisk console and
+# /etc/asterisk usually need it. On a FreePBX host (fwconsole found) the fixes name the *_custom.conf
+# files FreePBX includes and never overwrites, instead of the files it generates.
 #
 # Settings (environment variables; AMI_*, MONITORING_* are also read from the connector's .env):
 #   AMI_USERNAME          the manager.conf user the connector logs in as (or the first argument)
@@ -30,6 +32,7 @@ ENV_FILE=${CONNECTOR_ENV_FILE:-$SCRIPT_DIR/.env}
 ASTERISK=${ASTERISK_BIN:-asterisk}
 CONF_DIR=${ASTERISK_CONFIG_DIR:-/etc/asterisk}
 CONTAINER=${CONNECTOR_CONTAINER-sipstack-connector}
+FREEPBX='' # fwconsole's path on a FreePBX host (detect_freepbx)
 TIMEOUT=${STATUS_TIMEOUT:-5}
 PASSED=0
 FAILED=0
@@ -71,6 +74,11 @@ warn() {
     printf '%s!%s %s\n' "$YELLOW" "$RESET" "$1"
     shift
     fixes "$@"
+}
+
+# A line that is not a check (not counted in the summary).
+note() {
+    printf '%si%s %s\n' "$BOLD" "$RESET" "$1"
 }
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -207,6 +215,44 @@ readable_conf() {
     return 1
 }
 
+# ---- FreePBX ----------------------------------------------------------------------------------
+
+# FreePBX generates manager.conf, cdr.conf and cdr_manager.conf (and writes the AMI users of its GUI to
+# manager_additional.conf); each of them includes *_custom.conf files it never writes. The fixes name the
+# file a setting belongs in: Asterisk's own, or the FreePBX one.
+detect_freepbx() {
+    if ! FREEPBX=$(command -v fwconsole 2>/dev/null); then
+        FREEPBX=''
+        [ -x /var/lib/asterisk/bin/fwconsole ] && FREEPBX=/var/lib/asterisk/bin/fwconsole
+    fi
+    if [ -z "$FREEPBX" ]; then
+        MANAGER_GENERAL="$CONF_DIR/manager.conf [general]"
+        MANAGER_USERS=$CONF_DIR/manager.conf
+        CDR_GENERAL="$CONF_DIR/cdr.conf [general]"
+        CDR_MANAGER_GENERAL="$CONF_DIR/cdr_manager.conf [general]"
+        CDR_MANAGER_MAPPINGS="$CONF_DIR/cdr_manager.conf: [mappings] with the lines"
+    else
+        # manager_custom.conf is included after the users: (+) adds to the [general] section.
+        MANAGER_GENERAL="$CONF_DIR/manager_custom.conf [general](+)"
+        MANAGER_USERS=$CONF_DIR/manager_custom.conf
+        CDR_GENERAL="$CONF_DIR/cdr_general_custom.conf (FreePBX includes it in cdr.conf [general])"
+        CDR_MANAGER_GENERAL="$CONF_DIR/cdr_manager_general_custom.conf (included in cdr_manager.conf [general])"
+        CDR_MANAGER_MAPPINGS="$CONF_DIR/cdr_manager_mapping_custom.conf (included in cdr_manager.conf [mappings]) the lines"
+    fi
+}
+
+report_freepbx() {
+    [ -n "$FREEPBX" ] &&
+        note "FreePBX detected ($FREEPBX): the fixes name the *_custom.conf files it includes and never overwrites"
+    return 0
+}
+
+# Whether USER is an AMI user of FreePBX's GUI (Settings > Asterisk Manager Users, in manager_additional.conf).
+freepbx_gui_user() {
+    local file=$CONF_DIR/manager_additional.conf
+    [ -n "$FREEPBX" ] && [ -r "$file" ] && conf_has_section "$(conf_dump "$file")" "$1"
+}
+
 # ---- Asterisk ---------------------------------------------------------------------------------
 
 check_asterisk_binary() {
@@ -285,14 +331,14 @@ check_ami_port() {
         # 5038 is the plain port: Asterisk's TLS port is 5039 unless tlsbindaddr says otherwise.
         want=$port
         [ "$port" = 5038 ] && want=5039
-        todo=("in $CONF_DIR/manager.conf [general]: tlsenable = yes, tlsbindaddr = 0.0.0.0:$want, and tlscertfile, tlsprivatekey naming PEM files Asterisk can read"
+        todo=("in $MANAGER_GENERAL: tlsenable = yes, tlsbindaddr = 0.0.0.0:$want, and tlscertfile, tlsprivatekey naming PEM files Asterisk can read"
             "then: asterisk -rx 'manager reload' (/var/log/asterisk/messages says why a TLS listener did not start)")
         [ "$want" = "$port" ] || todo+=("and set AMI_PORT=$want in $ENV_FILE")
         fail "AMI port $port: nothing listens on it (AMI_TLS=true: Asterisk's TLS port)" "${todo[@]}"
         return
     elif [ -z "$addrs" ]; then
         fail "AMI port $port: nothing listens on it" \
-            "in $CONF_DIR/manager.conf [general]: enabled = yes, port = $port" \
+            "in $MANAGER_GENERAL: enabled = yes, port = $port" \
             "then: asterisk -rx 'manager reload'"
         return
     fi
@@ -302,7 +348,7 @@ check_ami_port() {
             pass "AMI port $port listening ($addrs)" ;;
         *)
             warn "AMI port $port listens on $addrs, but the connector connects to AMI_HOST=$host" \
-                "set AMI_HOST to one of those addresses, or bindaddr in manager.conf [general]" ;;
+                "set AMI_HOST to one of those addresses, or bindaddr in $MANAGER_GENERAL" ;;
     esac
 }
 
@@ -316,7 +362,7 @@ check_manager_enabled() {
         pass "manager.conf: AMI enabled (port ${port:-5038})"
     else
         fail "manager.conf: AMI is not enabled (enabled = ${enabled:-unset} in [general])" \
-            "set enabled = yes under [general] in $file" "then: asterisk -rx 'manager reload'"
+            "in $MANAGER_GENERAL: enabled = yes" "then: asterisk -rx 'manager reload'"
     fi
 }
 
@@ -379,7 +425,7 @@ check_manager_tls() {
             state="tlsenable = $tlsenable"
             [ -n "$tlsenable" ] || state="tlsenable is not set"
             fail "AMI TLS: on (AMI_TLS=true), but manager.conf has no tlsenable=yes ($state in [general]): Asterisk offers no TLS port" \
-                "in $file [general]: tlsenable = yes, tlsbindaddr = 0.0.0.0:$want, tlscertfile = /etc/asterisk/keys/asterisk.crt, tlsprivatekey = /etc/asterisk/keys/asterisk.key (PEM files Asterisk can read)" \
+                "in $MANAGER_GENERAL: tlsenable = yes, tlsbindaddr = 0.0.0.0:$want, tlscertfile = /etc/asterisk/keys/asterisk.crt, tlsprivatekey = /etc/asterisk/keys/asterisk.key (PEM files Asterisk can read)" \
                 "$reload" \
                 "or, for an Asterisk on this host only: AMI_TLS=false in $ENV_FILE"
             return
@@ -390,7 +436,7 @@ check_manager_tls() {
                 "set AMI_PORT=$tlsport in $ENV_FILE (AMI_TLS=true speaks TLS, which only Asterisk's TLS port answers)"
         fi
     elif ! is_loopback "$host"; then
-        fix="set tlsenable=yes in manager.conf and AMI_TLS=true (with AMI_PORT=5039, the TLS port)"
+        fix="set tlsenable=yes in $MANAGER_GENERAL and AMI_TLS=true (with AMI_PORT=5039, the TLS port)"
         is_true "$tlsenable" &&
             fix="Asterisk already offers TLS on $tlsaddr: set AMI_TLS=true and AMI_PORT=$tlsport in $ENV_FILE"
         warn "AMI TLS: off (AMI_TLS=false; ${state:-manager.conf not read}) and AMI_HOST=$host is not loopback: the AMI password and CDRs cross the network in clear text" \
@@ -409,7 +455,7 @@ manager_users() {
 }
 
 check_manager_user() {
-    local file=$CONF_DIR/manager.conf user dump read write users
+    local file=$CONF_DIR/manager.conf user dump read write users place reload
     readable_conf "$file" || return
     dump=$(conf_dump "$file")
     user=${1:-$(setting AMI_USERNAME '')}
@@ -422,21 +468,27 @@ check_manager_user() {
     fi
     if ! conf_has_section "$dump" "$user"; then
         fail "manager.conf: no [$user] section (users found: ${users:-none})" \
-            "add [$user] with secret = AMI_PASSWORD, read = system,call,cdr and write = system,command" \
+            "add [$user] to $MANAGER_USERS with secret = AMI_PASSWORD, read = system,call,cdr and write = system,command" \
             "then: asterisk -rx 'manager reload'"
         return
+    fi
+    place="in $MANAGER_USERS" reload="then: asterisk -rx 'manager reload'"
+    if freepbx_gui_user "$user"; then
+        # FreePBX rewrites manager_additional.conf from its GUI's table on every reload.
+        place="in FreePBX's Settings > Asterisk Manager Users (not manager_additional.conf, which it rewrites)"
+        reload="then: Apply Config (fwconsole reload)"
     fi
     read=$(conf_get "$dump" "$user" read)
     if has_class "$read" cdr; then
         pass "manager.conf user $user may read cdr events (read = $read)"
     else
         fail "manager.conf user $user may not read cdr events (read = ${read:-none})" \
-            "add cdr to its read line in $file: read = ${read:+$read,}cdr" "then: asterisk -rx 'manager reload'"
+            "add cdr to its read line $place: read = ${read:+$read,}cdr" "$reload"
     fi
     write=$(conf_get "$dump" "$user" write)
     if ! has_class "$write" command; then
         warn "manager.conf user $user lacks write = command: \`connector check\` cannot run 'cdr show status'" \
-            "add command to its write line: write = ${write:+$write,}command" "then: asterisk -rx 'manager reload'"
+            "add command to its write line $place: write = ${write:+$write,}command" "$reload"
     fi
 }
 
@@ -451,7 +503,7 @@ check_cdr_manager_enabled() {
         pass "cdr_manager.conf: enabled = $enabled"
     else
         fail "cdr_manager.conf: not enabled (enabled = ${enabled:-unset} in [general]); no Cdr events are sent" \
-            "set enabled = yes under [general] in $file" "then: asterisk -rx 'module reload cdr_manager.so'"
+            "set enabled = yes in $CDR_MANAGER_GENERAL" "then: asterisk -rx 'module reload cdr_manager.so'"
     fi
 }
 
@@ -465,7 +517,7 @@ check_cdr_manager_mappings() {
         pass "cdr_manager.conf [mappings]: linkedid => LinkedID, sequence => Sequence"
     else
         warn "cdr_manager.conf [mappings]: linkedid => ${linkedid:-missing}, sequence => ${sequence:-missing}; CDRs arrive without LinkedID/Sequence (no call-flow grouping)" \
-            "add to $file: [mappings] with the lines linkedid => LinkedID and sequence => Sequence" \
+            "add to $CDR_MANAGER_MAPPINGS linkedid => LinkedID and sequence => Sequence" \
             "then: asterisk -rx 'module reload cdr_manager.so'"
     fi
 }
@@ -475,13 +527,14 @@ check_cdr_status() {
     if ! out=$(rx 'cdr show status'); then
         fail "cdr show status: the console did not answer ($(first_line "$out"))" \
             "run this script as root while Asterisk runs; test with: asterisk -rx 'cdr show status'"
+        check_cdr_batch ''
         return
     fi
     if printf '%s\n' "$out" | grep -Eq '^[[:space:]]*Logging:[[:space:]]+Enabled'; then
         pass "CDR logging enabled"
     else
         fail "CDR logging is not enabled (cdr show status)" \
-            "set enable = yes under [general] in $CONF_DIR/cdr.conf" "then: asterisk -rx 'module reload cdr'"
+            "set enable = yes in $CDR_GENERAL" "then: asterisk -rx 'module reload cdr'"
     fi
     backend=$(printf '%s\n' "$out" | grep -E '^[[:space:]]*cdr_manager([[:space:]]|$)' | head -n 1)
     if [ -z "$backend" ]; then
@@ -489,11 +542,57 @@ check_cdr_status() {
             "asterisk -rx 'module load cdr_manager.so' (and remove any noload => cdr_manager.so from modules.conf)"
     elif printf '%s' "$backend" | grep -q suspended; then
         fail "cdr_manager is registered but suspended: it sends no Cdr events (CDRs of this time are lost)" \
-            "set enabled = yes under [general] in $CONF_DIR/cdr_manager.conf" \
+            "set enabled = yes in $CDR_MANAGER_GENERAL" \
             "then: asterisk -rx 'module reload cdr_manager.so'"
     else
         pass "cdr_manager registered and active"
     fi
+    check_cdr_batch "$out"
+}
+
+# The value of a `Label:   value` line of `cdr show status` output (empty when there is none).
+status_field() {
+    printf '%s\n' "$1" | sed -n "s/^[[:space:]]*$2:[[:space:]]*//p" | head -n 1 | sed 's/[[:space:]]*$//'
+}
+
+# Batch mode holds CDRs back: read from `cdr show status` (OUTPUT), or from cdr.conf when the console did
+# not answer (OUTPUT empty; Asterisk's defaults: size 100, time 300, safeshutdown yes).
+check_cdr_batch() {
+    local out=$1 file=$CONF_DIR/cdr.conf dump batch mode size seconds safe source shutdown
+    if [ -n "$out" ]; then
+        mode=$(status_field "$out" Mode)
+        if [ -z "$mode" ]; then
+            warn "CDR batch mode: cdr show status has no Mode: line, cannot tell whether CDRs are held back" \
+                "make sure batch = no in $CDR_GENERAL"
+            return
+        elif [ "$mode" != Batch ]; then
+            pass "CDR batch mode off (Mode: $mode): each CDR is posted when its call ends"
+            return
+        fi
+        size=$(status_field "$out" 'Maximum batch size')
+        seconds=$(status_field "$out" 'Maximum batch time')
+        safe=$(status_field "$out" 'Safe shutdown')
+        source="cdr show status: Mode: Batch"
+    else
+        [ -r "$file" ] || return 0 # the console's failure is reported already
+        dump=$(conf_dump "$file")
+        batch=$(conf_get "$dump" general batch)
+        if ! is_true "$batch"; then
+            pass "CDR batch mode off (cdr.conf [general] batch = ${batch:-unset, which is no})"
+            return
+        fi
+        size=$(conf_get "$dump" general size)
+        seconds=$(conf_get "$dump" general time)
+        safe=$(conf_get "$dump" general safeshutdown)
+        size=${size:-100} seconds=${seconds:-300} safe=${safe:-yes}
+        is_true "$safe" && safe=Enabled
+        source="cdr.conf [general] batch = $batch"
+    fi
+    size=${size%% *} seconds=${seconds%% *} # `100 records`, `5 seconds`
+    shutdown="safeshutdown covers only a clean shutdown"
+    [ "$safe" = Enabled ] || shutdown="Safe shutdown is off: even a clean shutdown may lose it"
+    warn "CDR batch mode: up to ${size:-?} CDRs or ${seconds:-?} s are held before Asterisk posts them ($source): Cdr events arrive up to ${seconds:-?} s late, and the batch held in memory is lost if Asterisk crashes ($shutdown)" \
+        "set batch = no in $CDR_GENERAL" "then: asterisk -rx 'module reload cdr'"
 }
 
 # ---- Docker and the connector -----------------------------------------------------------------
@@ -602,7 +701,9 @@ main() {
     case ${1:-} in
         -h | --help) usage; return 0 ;;
     esac
+    detect_freepbx
     section "Asterisk"
+    report_freepbx
     check_asterisk_binary
     check_asterisk_process
     check_asterisk_version

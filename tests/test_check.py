@@ -14,10 +14,21 @@ from pathlib import Path
 import pytest
 import trustme
 
-from connector.check import Status, cdr_status_checks, read_classes
+from connector.check import (
+    CDR_GENERAL,
+    CDR_MANAGER_GENERAL,
+    MANAGER_GENERAL,
+    MANAGER_USERS,
+    Status,
+    batch_mode_check,
+    cdr_status_checks,
+    read_classes,
+)
 from connector.demo.ami_server import AmiUser
 from tests.doubles.ami_server import CDR_STATUS_SUSPENDED, FakeAmiServer
+from tests.doubles.captured import captured_session, version_folder
 from tests.doubles.receiver import Receiver
+from tests.paths import ASTERISK_VERSIONS
 
 KEY = "sk_" + "c" * 32
 USER, SECRET = "sipstack", "right-secret"
@@ -166,7 +177,8 @@ def test_read_classes_parses_manager_show_user() -> None:
 def test_cdr_status_without_logging_fails() -> None:
     lines = ["Call Detail Record (CDR) settings", "  Logging:                    Disabled"]
     checks = cdr_status_checks(lines)
-    assert [check.status for check in checks] == [Status.FAIL, Status.FAIL]
+    assert [check.status for check in checks] == [Status.FAIL, Status.FAIL, Status.WARN]
+    assert checks[2].detail.startswith("cdr show status has no Mode: line")
 
 
 ALL_CHECKS = [
@@ -176,6 +188,7 @@ ALL_CHECKS = [
     "AMI read class cdr",
     "CDR logging",
     "cdr_manager backend",
+    "CDR batch mode",
     "API reachable",
     "API key",
     "DATA_DIR",
@@ -201,10 +214,10 @@ async def test_every_check_is_listed_healthy_or_broken(
     assert all(status != "skip" for _, status, _ in listed(healthy))
     skipped = {name: detail for name, status, detail in listed(refused) if status == "skip"}
     assert skipped == dict.fromkeys(
-        ["AMI read class cdr", "CDR logging", "cdr_manager backend"], "needs AMI login"
+        ["AMI read class cdr", "CDR logging", "cdr_manager backend", "CDR batch mode"], "needs AMI login"
     )
     skipped = {name: detail for name, status, detail in listed(unreachable) if status == "skip"}
-    assert set(skipped) == {"AMI TLS", "AMI login", *ALL_CHECKS[3:6], "API key"}
+    assert set(skipped) == {"AMI TLS", "AMI login", *ALL_CHECKS[3:7], "API key"}
     assert skipped["AMI login"] == "needs a connection to AMI" and skipped["API key"] == "needs the API"
     skipped = {name: detail for name, status, detail in listed(unset) if status == "skip"}
     assert skipped["AMI login"] == "needs AMI_HOST" and skipped["API reachable"] == "needs API_KEY"
@@ -252,3 +265,117 @@ async def test_tls_state_is_reported(tmp_path: Path, receiver: Receiver) -> None
         code, out, _ = await run_check(env, "--json")
         assert code == 1 and statuses(out)["AMI TLS"] == "fail" and "did not answer TLS" in out
         assert statuses(out)["AMI login"] == "skip" and SECRET not in out
+
+
+def cdr_status(version: str, variant: str = "") -> tuple[str, ...]:
+    """The real `cdr show status` answer of a captured Asterisk (fixtures/versions)."""
+    return captured_session(version_folder(version, variant)).commands["cdr show status"]
+
+
+BATCH_WARNING = "up to 100 CDRs or 5 s are held before Asterisk posts them (Mode: Batch)"
+
+
+@pytest.mark.parametrize("version", ASTERISK_VERSIONS)
+def test_simple_mode_of_every_version_passes(version: str) -> None:
+    checks = cdr_status_checks(cdr_status(version))
+    assert [(check.name, check.status) for check in checks] == [
+        ("CDR logging", Status.OK),
+        ("cdr_manager backend", Status.OK),
+        ("CDR batch mode", Status.OK),
+    ]
+    assert checks[2].detail == "off (Mode: Simple): each CDR is posted when its call ends"
+
+
+@pytest.mark.parametrize("version", ASTERISK_VERSIONS)
+def test_batch_mode_of_every_version_warns_with_size_time_cost_and_fix(version: str) -> None:
+    logging, backend, batch = cdr_status_checks(cdr_status(version, "batch"))
+    assert logging.status is Status.OK and backend.status is Status.OK  # the rest reads the same
+    assert batch.status is Status.WARN
+    assert batch.detail == (
+        f"{BATCH_WARNING}: Cdr events arrive up to 5 s late, and the batch held in memory is lost if "
+        "Asterisk crashes (safeshutdown covers only a clean shutdown)"
+    )
+    assert batch.fix == (
+        "set batch = no in /etc/asterisk/cdr.conf [general] (FreePBX: cdr_general_custom.conf), "
+        "then: asterisk -rx 'module reload cdr'"
+    )
+
+
+def test_batch_mode_without_safe_shutdown_says_a_clean_shutdown_may_lose_it() -> None:
+    text = "\n".join(cdr_status("22.10.1", "batch")).replace("Enabled\n  Threading", "Disabled\n  Threading")
+    assert "Safe shutdown:              Disabled" in text
+    assert "even a clean shutdown may lose it" in batch_mode_check(text).detail
+
+
+@pytest.mark.parametrize(("version", "variant", "shown"), [
+    ("16.30.1", "", None),
+    ("18.26.4", "", None),
+    ("20.20.1", "", "No"),
+    ("22.10.1", "", "No"),
+    ("20.20.1", "cancel", "Yes (a call given up while ringing is CANCEL, not NO ANSWER)"),
+    ("22.10.1", "cancel", "Yes (a call given up while ringing is CANCEL, not NO ANSWER)"),
+])  # fmt: skip
+def test_cdr_logging_says_whether_cancel_disposition_is_on(version: str, variant: str, shown: str) -> None:
+    (logging, *_) = cdr_status_checks(cdr_status(version, variant))
+    assert logging.status is Status.OK
+    suffix = f", Cancel disposition enabled: {shown}" if shown else ""
+    assert logging.detail == f"cdr show status: Logging Enabled{suffix}"
+
+
+async def test_batch_mode_is_a_warning_and_every_check_is_still_listed(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    commands = {"cdr show status": cdr_status("22.10.1", "batch")}
+    async with FakeAmiServer({USER: AmiUser(SECRET)}, commands=commands) as ami:
+        code, out, _ = await run_check(check_env(tmp_path, ami, receiver))
+        json_code, json_out, _ = await run_check(check_env(tmp_path, ami, receiver), "--json")
+    assert code == 0, out  # a warning, not a failure
+    assert f"! CDR batch mode: {BATCH_WARNING}: Cdr events arrive up to 5 s late" in out
+    assert (
+        "    fix: set batch = no in /etc/asterisk/cdr.conf [general] (FreePBX: cdr_general_custom.conf)"
+        in out
+    )
+    last = out.splitlines()[-1]  # (recordings warns too while RECORDING_WATCHER_ENABLED is off)
+    assert last.startswith(f"{len(ALL_CHECKS)} checks: 0 failed") and last.endswith(", 0 skipped")
+    assert json_code == 0 and json.loads(json_out)["ok"] is True
+    assert [name for name, _, _ in listed(json_out)] == ALL_CHECKS
+    (batch,) = (check for check in json.loads(json_out)["checks"] if check["name"] == "CDR batch mode")
+    assert batch["status"] == "warn" and batch["detail"].startswith(BATCH_WARNING)
+    assert "module reload cdr" in batch["fix"]
+
+
+async def test_fixes_name_the_freepbx_file_on_one_line(tmp_path: Path, receiver: Receiver) -> None:
+    # FreePBX rewrites manager.conf, cdr.conf and cdr_manager.conf; it #includes these files for the admin.
+    assert MANAGER_USERS.endswith(" (FreePBX: manager_custom.conf, or Settings > Asterisk Manager Users)")
+    assert MANAGER_GENERAL.endswith(" [general] (FreePBX: manager_custom.conf, under [general](+))")
+    assert CDR_GENERAL.endswith("cdr.conf [general] (FreePBX: cdr_general_custom.conf)")
+    assert CDR_MANAGER_GENERAL.endswith(
+        "cdr_manager.conf [general] (FreePBX: cdr_manager_general_custom.conf)"
+    )
+    suspended_batch = tuple(
+        "    cdr_manager (suspended)" if line == "    cdr_manager" else line
+        for line in cdr_status("22.10.1", "batch")
+    )
+    runs = [({"AMI_PASSWORD": "wrong-secret"}, {}), ({"AMI_PORT": "1"}, {}), ({}, {})]
+    runs.append(({}, {"cdr show status": suspended_batch}))
+    fixes = []
+    for extra, commands in runs:
+        async with FakeAmiServer({USER: AmiUser(SECRET, frozenset({"system"}))}, commands=commands) as ami:
+            _, out, _ = await run_check(check_env(tmp_path, ami, receiver, **extra), "--json")
+        fixes += [check["fix"] for check in json.loads(out)["checks"] if check["fix"]]
+    named = set()
+    for fix in fixes:
+        assert "\n" not in fix
+        if "/manager.conf" in fix:
+            assert MANAGER_USERS in fix or MANAGER_GENERAL in fix, fix
+        if "/cdr.conf" in fix:
+            assert CDR_GENERAL in fix, fix
+        if "/cdr_manager.conf" in fix:
+            assert CDR_MANAGER_GENERAL in fix, fix
+        named |= {
+            place
+            for place in (MANAGER_USERS, MANAGER_GENERAL, CDR_GENERAL, CDR_MANAGER_GENERAL)
+            if place in fix
+        }
+    # The login, read-class, reachability, suspended-backend and batch-mode fixes.
+    assert len(named) == 4, fixes

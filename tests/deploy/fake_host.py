@@ -2,7 +2,8 @@
 
 The PATH holds only symlinks to the few real tools the script needs plus the generated stubs, so the
 machine's own docker, curl or ss never leak in. The stubs answer with real Asterisk output, taken from
-the AMI capture in tests/fixtures/ami/basics.txt (the `Output:` lines of its two `Command` actions).
+the AMI capture in tests/fixtures/ami/basics.txt (the `Output:` lines of its two `Command` actions), or
+from a capture of tests/fixtures/versions (`captured_cdr_status`). `freepbx()` makes it a FreePBX host.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.doubles.captured import captured_session, version_folder
 from tests.paths import AMI_FIXTURES, REPO
 
 STATUS_SH = REPO / "deploy" / "status.sh"
@@ -41,6 +43,11 @@ def command_outputs() -> tuple[str, str]:
 
 
 VERSION_OUTPUT, CDR_STATUS_OUTPUT = command_outputs()
+
+
+def captured_cdr_status(version: str, variant: str = "") -> str:
+    """`cdr show status` as a captured Asterisk of fixtures/versions printed it (a variant's, if given)."""
+    return "\n".join(captured_session(version_folder(version, variant)).commands["cdr show status"]) + "\n"
 
 
 @dataclass
@@ -131,9 +138,17 @@ esac
 
     def configure(self, manager: str | Path, cdr_manager: str | Path) -> None:
         """Install manager.conf and cdr_manager.conf (a fixture path, or text)."""
-        for name, source in (("manager.conf", manager), ("cdr_manager.conf", cdr_manager)):
-            text = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
-            (self.config / name).write_text(text, encoding="utf-8")
+        self.install("manager.conf", manager)
+        self.install("cdr_manager.conf", cdr_manager)
+
+    def install(self, name: str, source: str | Path) -> None:
+        """Write one file of ASTERISK_CONFIG_DIR (a fixture path, or text)."""
+        text = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
+        (self.config / name).write_text(text, encoding="utf-8")
+
+    def freepbx(self) -> None:
+        """Make this a FreePBX host: `fwconsole` on PATH (status.sh only looks for it)."""
+        self.print_stub("fwconsole", "")
 
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         """Run deploy/status.sh on this host (not a terminal: no colours)."""

@@ -17,17 +17,24 @@ from pathlib import Path
 import pytest
 
 from connector.demo.ports import free_port
-from tests.deploy.fake_host import CDR_STATUS_OUTPUT, STATUS_SH, FakeHost, python_as_python3
+from tests.deploy.fake_host import (
+    CDR_STATUS_OUTPUT,
+    STATUS_SH,
+    FakeHost,
+    captured_cdr_status,
+    python_as_python3,
+)
 from tests.deploy.health_server import health_server
-from tests.paths import FIXTURES
+from tests.paths import ASTERISK_VERSIONS, FIXTURES
 
 CONFIG = FIXTURES / "asterisk-config"
 MANAGER = CONFIG / "manager.conf"
 CDR_MANAGER = CONFIG / "cdr_manager.conf"
 CDR_MANAGER_MAPPINGS = CONFIG / "variants" / "cdr_manager.conf.mappings"
+CDR_BATCH = CONFIG / "variants" / "cdr.conf.batch"  # batch = yes, size = 100, time = 5, safeshutdown = yes
 USER = "manager-sipstack"  # the user in the fixture manager.conf
 RESULT = re.compile(r"^([✓✗!]) (.*)$", re.MULTILINE)
-ALL_CHECKS = 14
+ALL_CHECKS = 15
 
 
 def results(output: str) -> list[tuple[str, str]]:
@@ -142,7 +149,7 @@ def test_misconfigured_asterisk_gets_the_asterisk_fixes(tmp_path: Path) -> None:
     with health_server(status=503, detail="outbox not writable") as server:
         result = host.run(USER, MONITORING_PORT=str(server.server_address[1]))
     assert result.returncode == 1
-    assert summary(result.stdout) == (6, 6, 3)
+    assert summary(result.stdout) == (7, 6, 3)  # the batch-mode check passes (Mode: Simple)
     line_with(result.stdout, "!", "listens on 192.0.2.10, but the connector connects to AMI_HOST=127.0.0.1")
     line_with(result.stdout, "✗", f"manager.conf user {USER} may not read cdr events")
     assert "read = system,call,log,verbose,agent,user,dtmf,reporting,dialplan,cdr" in result.stdout
@@ -300,7 +307,10 @@ def test_tls_off_to_a_remote_host_warns_of_clear_text(tmp_path: Path) -> None:
         "AMI_HOST=192.0.2.10 is not loopback: the AMI password and CDRs cross the network in clear text"
         in line
     )
-    assert "fix: set tlsenable=yes in manager.conf and AMI_TLS=true" in result.stdout
+    assert (
+        f"fix: set tlsenable=yes in {host.config / 'manager.conf'} [general] and AMI_TLS=true"
+        in result.stdout
+    )
     assert summary(local.stdout) == (ALL_CHECKS, 0, 0)
     line_with(local.stdout, "✓", "AMI TLS: off (AMI_TLS=false); manager.conf tlsenable=no")
     line_with(offered.stdout, "!", "AMI_HOST=pbx.example.com is not loopback")
@@ -345,6 +355,170 @@ def test_docker_checks_can_be_skipped(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert summary(result.stdout) == (ALL_CHECKS - 2, 0, 1)
     line_with(result.stdout, "!", "Docker: not checked (CONNECTOR_CONTAINER is empty)")
+
+
+BATCH_WARNING = "CDR batch mode: up to 100 CDRs or 5 s are held before Asterisk posts them"
+BATCH_COST = (
+    "Cdr events arrive up to 5 s late, and the batch held in memory is lost if Asterisk crashes "
+    "(safeshutdown covers only a clean shutdown)"
+)
+
+
+@pytest.mark.parametrize("version", ASTERISK_VERSIONS)
+def test_batch_mode_in_cdr_show_status_is_a_warning(tmp_path: Path, version: str) -> None:
+    with health_server() as server:
+        host = healthy_host(tmp_path, server.server_address[1])
+        host.asterisk(cdr_status=captured_cdr_status(version, "batch"))  # the real batch-mode answer
+        result = host.run()
+    assert result.returncode == 0, result.stdout  # a warning, not a failure
+    assert summary(result.stdout) == (ALL_CHECKS - 1, 0, 1)
+    line = line_with(result.stdout, "!", f"{BATCH_WARNING} (cdr show status: Mode: Batch): {BATCH_COST}")
+    fixes = result.stdout.split(line, 1)[1].split("\n\n", 1)[0]  # the last line of the CDR section
+    assert fixes == (
+        f"\n    fix: set batch = no in {host.config / 'cdr.conf'} [general]"
+        "\n    fix: then: asterisk -rx 'module reload cdr'"
+    )
+    line_with(result.stdout, "✓", "CDR logging enabled")
+    line_with(result.stdout, "✓", "cdr_manager registered and active")
+
+
+@pytest.mark.parametrize("version", ASTERISK_VERSIONS)
+def test_simple_mode_of_every_version_passes(tmp_path: Path, version: str) -> None:
+    with health_server() as server:
+        host = healthy_host(tmp_path, server.server_address[1])
+        host.asterisk(cdr_status=captured_cdr_status(version))
+        result = host.run()
+    assert result.returncode == 0, result.stdout
+    assert summary(result.stdout) == (ALL_CHECKS, 0, 0)
+    line_with(result.stdout, "✓", "CDR batch mode off (Mode: Simple): each CDR is posted when its call ends")
+
+
+def test_batch_mode_is_read_from_cdr_conf_while_the_console_is_down(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.configure(MANAGER, CDR_MANAGER_MAPPINGS)
+    host.install("cdr.conf", CDR_BATCH)
+    host.asterisk_stopped()
+    host.listening()
+    python_as_python3(host)
+    port = str(free_port())
+    batch = host.run(USER, MONITORING_PORT=port)
+    host.install("cdr.conf", CDR_BATCH.read_text(encoding="utf-8").replace("safeshutdown = yes", ""))
+    default_safe = host.run(USER, MONITORING_PORT=port)
+    host.install(
+        "cdr.conf", CDR_BATCH.read_text(encoding="utf-8").replace("safeshutdown = yes", "safeshutdown = no")
+    )
+    unsafe = host.run(USER, MONITORING_PORT=port)
+    host.install("cdr.conf", CONFIG / "cdr.conf")
+    simple = host.run(USER, MONITORING_PORT=port)
+    assert summary(batch.stdout) == (6, 6, 2)  # the stopped-Asterisk failures, plus this warning
+    line_with(batch.stdout, "!", f"{BATCH_WARNING} (cdr.conf [general] batch = yes): {BATCH_COST}")
+    assert f"fix: set batch = no in {host.config / 'cdr.conf'} [general]" in batch.stdout
+    line_with(default_safe.stdout, "!", "(safeshutdown covers only a clean shutdown)")  # Asterisk's default
+    line_with(unsafe.stdout, "!", "(Safe shutdown is off: even a clean shutdown may lose it)")
+    assert summary(simple.stdout) == (7, 6, 1)
+    line_with(simple.stdout, "✓", "CDR batch mode off (cdr.conf [general] batch = no)")
+
+
+# What FreePBX puts in the files it generates: its cdr module's etc/cdr.conf and etc/cdr_manager.conf, and
+# framework's manager.conf (the users of its GUI go to manager_additional.conf).
+FREEPBX_CDR = """[general]
+#include cdr_general_additional.conf
+#include cdr_general_custom.conf
+#include cdr_non_general_custom.conf
+"""
+FREEPBX_CDR_MANAGER = """[general]
+#include cdr_manager_general_additional.conf
+#include cdr_manager_general_custom.conf
+[mappings]
+#include cdr_manager_mapping_additional.conf
+#include cdr_manager_mapping_custom.conf
+"""
+FREEPBX_MANAGER = """[general]
+enabled = yes
+port = 5038
+bindaddr = 127.0.0.1
+displayconnects=no
+
+[admin]
+secret = amp111
+deny=0.0.0.0/0.0.0.0
+permit=127.0.0.1/255.255.255.0
+read = system,call,log,verbose,command,agent,user,config,command,dtmf,reporting,cdr,dialplan,originate
+write = system,call,log,verbose,command,agent,user,config,command,dtmf,reporting,cdr,dialplan,originate
+
+#include manager_additional.conf
+#include manager_custom.conf
+"""
+CONNECTOR_USER = "[sipstack]\nsecret = s3cret\nread = system,call\nwrite = system\n"
+
+
+def freepbx_layout_host(root: Path, health_port: int) -> FakeHost:
+    """A host with FreePBX's files: the connector's user lacks cdr and command, Asterisk batches CDRs."""
+    host = healthy_host(root, health_port)
+    host.configure(FREEPBX_MANAGER, FREEPBX_CDR_MANAGER)
+    host.install("manager_custom.conf", CONNECTOR_USER)
+    host.install("cdr.conf", FREEPBX_CDR)
+    host.install("cdr_general_custom.conf", "batch = yes\n")
+    host.install("cdr_manager_general_custom.conf", "enabled = yes\n")
+    status = captured_cdr_status("22.10.1", "batch").replace(
+        "    cdr_manager\n", "    cdr_manager (suspended)\n"
+    )
+    host.asterisk(cdr_status=status)
+    return host
+
+
+def test_a_freepbx_host_gets_the_custom_files_in_its_fixes(tmp_path: Path) -> None:
+    with health_server() as server:
+        host = freepbx_layout_host(tmp_path, server.server_address[1])
+        plain = host.run("sipstack")
+        host.freepbx()  # fwconsole on PATH
+        freepbx = host.run("sipstack")
+        host.listening()  # and AMI down: the [general] fix
+        down = host.run("sipstack")
+    conf = host.config
+    assert "FreePBX" not in plain.stdout
+    assert f"fix: add cdr to its read line in {conf / 'manager.conf'}: read = system,call,cdr" in plain.stdout
+    assert f"fix: set batch = no in {conf / 'cdr.conf'} [general]" in plain.stdout
+
+    assert freepbx.returncode == plain.returncode == 1
+    assert summary(freepbx.stdout) == summary(plain.stdout) == (11, 2, 3)  # the FreePBX line is no check
+    assert (
+        f"i FreePBX detected ({host.bin / 'fwconsole'}): the fixes name the *_custom.conf files"
+        in freepbx.stdout
+    )
+    fixes = [
+        line.removeprefix("    fix: ") for line in freepbx.stdout.splitlines() if line.startswith("    fix: ")
+    ]
+    assert f"add cdr to its read line in {conf / 'manager_custom.conf'}: read = system,call,cdr" in fixes
+    assert f"add command to its write line in {conf / 'manager_custom.conf'}: write = system,command" in fixes
+    included = "(included in cdr_manager.conf [general])"
+    assert f"set enabled = yes in {conf / 'cdr_manager_general_custom.conf'} {included}" in fixes
+    included = "(included in cdr_manager.conf [mappings])"
+    mappings = "the lines linkedid => LinkedID and sequence => Sequence"
+    assert f"add to {conf / 'cdr_manager_mapping_custom.conf'} {included} {mappings}" in fixes
+    assert (
+        f"set batch = no in {conf / 'cdr_general_custom.conf'} (FreePBX includes it in cdr.conf [general])"
+        in fixes
+    )
+    assert not [
+        fix for fix in fixes if "/manager.conf" in fix or "/cdr.conf" in fix or "/cdr_manager.conf" in fix
+    ]
+    # The batch setting and cdr_manager's enabled are read through FreePBX's #includes.
+    line_with(freepbx.stdout, "✓", "cdr_manager.conf: enabled = yes")
+    assert f"fix: in {conf / 'manager_custom.conf'} [general](+): enabled = yes, port = 5038" in down.stdout
+
+
+def test_a_freepbx_gui_user_is_fixed_in_the_gui(tmp_path: Path) -> None:
+    with health_server() as server:
+        host = freepbx_layout_host(tmp_path, server.server_address[1])
+        host.install("manager_custom.conf", "")
+        host.install("manager_additional.conf", CONNECTOR_USER)  # Settings > Asterisk Manager Users
+        host.freepbx()
+        result = host.run("sipstack")
+    place = "in FreePBX's Settings > Asterisk Manager Users (not manager_additional.conf, which it rewrites)"
+    assert f"fix: add cdr to its read line {place}: read = system,call,cdr\n" in result.stdout
+    assert f"fix: add command to its write line {place}: write = system,command\n" in result.stdout
+    assert result.stdout.count("fix: then: Apply Config (fwconsole reload)") == 2
 
 
 def test_help(tmp_path: Path) -> None:
