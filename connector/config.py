@@ -159,6 +159,8 @@ class Settings(StoreSettings):
     cdr_backfill_csv: str = ""
     cdr_backfill_columns: str = "csv"
     cdr_backfill_from: str = "end"
+    # cdr.conf [csv] usegmtime: Master.csv times in UTC, converted to ASTERISK_TZ for the identity.
+    cdr_backfill_csv_gmt: bool = False
 
     # Monitoring
     monitoring_enabled: bool = True

@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
+from connector.backfill.follower import CsvFollower
+from connector.backfill.lines import check_layout
 from connector.config import load_settings, load_store_settings
 from connector.errors import ConfigError
+from connector.outbox.store import Store
 from tests.conftest import CliRunner
 
 SECRET_KEY = "sk_" + "LEAK" * 7 + "LEA"  # 31 characters after sk_: invalid
@@ -326,3 +329,61 @@ def test_a_running_connector_logs_its_settings_without_secrets(data_dir: Path, t
     assert "'api_key': '***'" in shown
     assert VALID_KEY not in shown
     assert PASSWORD not in shown
+
+
+# ---- gap recovery: CDR_BACKFILL_CSV_GMT and the CDR_BACKFILL_COLUMNS presets ---------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", False), ("yes", True), ("1", True), ("false", False)])
+def test_backfill_csv_gmt(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    assert load_settings().cdr_backfill_csv_gmt is False  # the default: usegmtime = no
+    if value:
+        monkeypatch.setenv("CDR_BACKFILL_CSV_GMT", value)
+        assert load_settings().cdr_backfill_csv_gmt is expected
+
+
+def test_a_bad_backfill_csv_gmt_is_one_line(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDR_BACKFILL_CSV_GMT", "utc")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.problems == ["CDR_BACKFILL_CSV_GMT: not a boolean; use true/false, 1/0 or yes/no"]
+
+
+@pytest.mark.parametrize(
+    ("preset", "columns"), [("csv", 18), ("csv-newcdrcolumns", 21), ("CSV-NEWCDRCOLUMNS", 21)]
+)
+async def test_backfill_column_presets(clean_env: Path, data_dir: Path, preset: str, columns: int) -> None:
+    settings = load_settings(
+        data_dir=str(data_dir), cdr_backfill_csv="/x/Master.csv", cdr_backfill_columns=preset
+    )
+    store = await Store.open(settings.outbox_path)
+    try:
+        follower = CsvFollower.from_settings(settings, store)
+        assert follower is not None
+        follower.close()
+    finally:
+        await store.close()
+    assert len(check_layout(settings.cdr_backfill_columns)) == columns
+
+
+def test_a_bad_backfill_layout_is_one_line_naming_the_presets(
+    run_connector: CliRunner, data_dir: Path
+) -> None:
+    env = {
+        "DATA_DIR": str(data_dir),
+        "API_KEY": VALID_KEY,
+        "AMI_PASSWORD": PASSWORD,
+        "AMI_HOST": "127.0.0.1",
+        "AMI_USERNAME": "connector",
+        "MONITORING_ENABLED": "false",
+        "CDR_BACKFILL_CSV": str(data_dir / "Master.csv"),
+        "CDR_BACKFILL_COLUMNS": "csv-newcolumns",
+    }
+    result = run_connector("run", env=env)
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if "CDR_BACKFILL_COLUMNS" in line]
+    assert line.startswith("configuration error: CDR_BACKFILL_COLUMNS: unknown CDR field 'csv-newcolumns'")
+    assert "use a preset (csv, csv-newcdrcolumns)" in line
+    assert "Traceback" not in result.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from connector.backfill.follower import BackfillStore
+from connector.backfill.guard import TimeGuard
 from connector.backfill.lines import (
     LineParser,
     Malformed,
@@ -26,6 +27,7 @@ from connector.backfill.lines import (
     cutoff_text,
 )
 from connector.backfill.tail import BATCH_BYTES, complete_lines
+from connector.backfill.time_match import CLI_NAMES, describe_shift
 from connector.cdr.times import resolve_zone
 from connector.config import load_store_settings
 from connector.errors import UserError
@@ -50,14 +52,17 @@ class ImportSummary:
     recovered: int = 0
     skipped: int = 0
     malformed: int = 0
+    shifted: int = 0
     first_malformed: list[Malformed] = field(default_factory=list)
     elapsed_s: float = 0.0
+    shift_note: str = ""  # with shifted lines: how far off their times are, and the fix
 
     def add(self, parsed: ParsedLines, lines: int) -> None:
         """Count a parsed batch."""
         self.read += lines
         self.skipped += parsed.skipped
         self.malformed += len(parsed.malformed)
+        self.shifted += parsed.shifted
         room = MALFORMED_SHOWN - len(self.first_malformed)
         self.first_malformed.extend(parsed.malformed[: max(room, 0)])
 
@@ -77,6 +82,10 @@ class ImportSummary:
             f"  malformed      {self.malformed:>12,}",
             f"  skipped        {self.skipped:>12,}  ({skipped})",
         ]
+        if self.shifted:
+            note = "not stored: already known with other times"
+            lines.append(f"  time-shifted   {self.shifted:>12,}  ({note})")
+            lines.append(f"times do not match AMI: {self.shift_note}")
         if self.first_malformed:
             lines.append("malformed lines (skipped):")
             lines += [f"  line {item.line}: {item.reason}" for item in self.first_malformed]
@@ -112,8 +121,16 @@ def import_progress(total_bytes: int, display: Progress) -> Callable[[int, int],
 class FileLines:
     """Read a file's complete lines from its start up to `limit`, parsed batch by batch."""
 
-    def __init__(self, handle: BinaryIO, parser: LineParser, limit: int, batch_bytes: int) -> None:
+    def __init__(
+        self,
+        handle: BinaryIO,
+        parser: LineParser,
+        limit: int,
+        batch_bytes: int,
+        guard: TimeGuard | None = None,
+    ) -> None:
         self.handle, self.parser, self.limit, self.batch_bytes = handle, parser, limit, batch_bytes
+        self.guard = guard
         self.offset = self.line = 0
         self.window = OccurrenceWindow()
 
@@ -128,6 +145,8 @@ class FileLines:
             self.offset = self.limit
             return parsed, 1
         parsed = self.parser.parse(lines, self.line + 1, self.window, utc_now())
+        if self.guard is not None:
+            self.guard.screen(parsed)
         self.offset, self.line = end, self.line + len(lines)
         return parsed, len(lines)
 
@@ -139,13 +158,17 @@ async def import_file(
     *,
     batch_bytes: int = BATCH_BYTES,
     progress: Callable[[int, int], None] | None = None,
+    guard: TimeGuard | None = None,
 ) -> ImportSummary:
-    """Store every CDR of the file that the outbox does not have; return the counts."""
+    """Store every CDR of the file that the outbox does not have; return the counts.
+
+    With `guard`, lines whose AMI twin is stored with shifted times are left out and counted.
+    """
     started = time.monotonic()
     handle = await asyncio.to_thread(path.open, "rb")
     try:
         limit = handle.seek(0, 2)
-        reader = FileLines(handle, parser, limit, batch_bytes)
+        reader = FileLines(handle, parser, limit, batch_bytes, guard)
         summary = ImportSummary(path=str(path))
         commit: asyncio.Task[int] | None = None
         rows = 0
@@ -171,19 +194,25 @@ async def import_file(
         handle.close()
     CDRS_RECOVERED.inc(summary.recovered)
     summary.elapsed_s = time.monotonic() - started
+    main = guard.main_shift() if guard is not None else None
+    if main is not None:
+        shift, fix = main
+        summary.shift_note = f"the outbox has these CDRs from AMI {describe_shift(shift)}; {fix}"
     return summary
 
 
 async def _run_import(args: argparse.Namespace, parser: LineParser) -> ImportSummary:
     settings = load_store_settings()
     store = await Store.open(settings.outbox_path)
+    guard = TimeGuard(store.path, gmt=args.gmt, zone=resolve_zone(args.tz), names=CLI_NAMES)
     try:
         display = Progress(sys.stderr, redraw_s=BAR_REFRESH_S)
         progress = import_progress(args.file.stat().st_size, display)
-        summary = await import_file(store, args.file, parser, progress=progress)
+        summary = await import_file(store, args.file, parser, progress=progress, guard=guard)
         display.end()
         return summary
     finally:
+        guard.close()
         await store.close()
 
 
@@ -193,14 +222,15 @@ def _parser_from_args(args: argparse.Namespace) -> LineParser:
     except ValueError as error:
         raise UserError(f"--columns: {error}") from None
     try:
-        cutoff = cutoff_text(args.from_, resolve_zone(args.tz))
+        zone = resolve_zone(args.tz)
+        cutoff = cutoff_text(args.from_, zone)
     except ValueError as error:
         raise UserError(f"--from: {error}") from None
     except KeyError:  # ZoneInfoNotFoundError
         raise UserError(f"--tz: unknown time zone {args.tz!r}; use e.g. Europe/Paris") from None
     if args.from_.strip().lower() == "end":
         raise UserError("--from: use start or a date (end would import nothing)")
-    return LineParser(layout, cutoff)
+    return LineParser(layout, cutoff, gmt_zone=zone if args.gmt else None)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -236,14 +266,21 @@ def add_backfill_parser(subparsers: Any) -> None:
     backfill.add_argument(
         "--columns",
         default="csv",
-        metavar="csv|LIST",
-        help="the column layout: csv (cdr_csv with loguniqueid and loguserfield) or the comma list of "
-        "CDR fields of your cdr_custom template (default: csv)",
+        metavar="csv|csv-newcdrcolumns|LIST",
+        help="the column layout: csv (cdr_csv with loguniqueid and loguserfield), csv-newcdrcolumns "
+        "(the same with newcdrcolumns=yes) or the comma list of CDR fields of your cdr_custom template "
+        "(default: csv)",
+    )
+    backfill.add_argument(
+        "--gmt",
+        action="store_true",
+        help="the file's times are UTC (cdr.conf [csv] usegmtime = yes; CDR_BACKFILL_CSV_GMT=true for "
+        "`connector run`): they are converted to --tz's zone, as the AMI events carry them",
     )
     backfill.add_argument(
         "--tz",
         default="",
         metavar="ZONE",
-        help="the PBX's time zone, for a --from date with an offset (default: this machine's)",
+        help="the PBX's time zone, for --gmt and for a --from date with an offset (default: this machine's)",
     )
     backfill.set_defaults(handler=cmd_backfill)

@@ -14,6 +14,10 @@ start. Truncation (the file got shorter): read again from the start. A file that
 yet is waited for and read from its start. On the first start ever, CDR_BACKFILL_FROM decides:
 `end` (default, no flood of history), `start`, or an ISO date (lines whose StartTime is earlier
 are skipped). After that the position saved in the outbox decides.
+
+Before a batch is stored, lines whose CDR came over AMI with times shifted by whole hours (a wrong
+CDR_BACKFILL_CSV_GMT or ASTERISK_TZ) are left out and warned about (connector.backfill.guard):
+stored, each would be delivered a second time.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from connector.backfill.guard import TimeGuard
 from connector.backfill.lines import (
     LineParser,
     Malformed,
@@ -51,6 +56,7 @@ from connector.cdr.times import resolve_zone
 from connector.errors import ConfigError, OutboxError
 from connector.metrics import BACKFILL_LAG_BYTES, BACKFILL_MALFORMED, CDRS_RECOVERED
 from connector.outbox.records import CsvPosition, NewCdr
+from connector.outbox.store import Store
 from connector.timeutil import utc_now
 
 if TYPE_CHECKING:
@@ -119,6 +125,8 @@ class CsvFollower:
         *,
         start: str = "end",
         zone_name: str = "",
+        gmt: bool = False,
+        outbox_path: Path | None = None,
         grace_s: float = DEFAULT_GRACE_S,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         batch_bytes: int = BATCH_BYTES,
@@ -130,14 +138,19 @@ class CsvFollower:
         self.grace_s, self.poll_interval_s, self.batch_bytes = grace_s, poll_interval_s, batch_bytes
         self._store = store
         self._start = start.strip().lower()
-        self._parser = LineParser(layout, cutoff_text(start, resolve_zone(zone_name)))
+        zone = resolve_zone(zone_name)
+        self._parser = LineParser(layout, cutoff_text(start, zone), gmt_zone=zone if gmt else None)
+        # Lines are compared with the outbox's AMI CDRs before they are stored (guard.py); the
+        # outbox is the store's file unless told (in `run` the store is a NotifyingSink).
+        outbox_path = outbox_path or (store.path if isinstance(store, Store) else None)
+        self._guard = TimeGuard(outbox_path, gmt=gmt, zone=zone) if outbox_path else None
         self._clock = clock
         self._stop = asyncio.Event()
         self._file: OpenFile | None = None
         self._saved: CsvPosition | None = None
         self._loaded = self._seen_missing = self._rotated = self._dirty = False
         self._malformed_logged = 0
-        self.lines_read = self.recovered = self.known = self.malformed = self.skipped = 0
+        self.lines_read = self.recovered = self.known = self.malformed = self.skipped = self.shifted = 0
 
     @classmethod
     def from_settings(
@@ -148,7 +161,7 @@ class CsvFollower:
     ) -> CsvFollower | None:
         """Build the follower CDR_BACKFILL_* ask for; None when CDR_BACKFILL_CSV is empty.
 
-        `options` go to the constructor (grace_s, poll_interval_s, batch_bytes).
+        `options` go to the constructor (grace_s, poll_interval_s, batch_bytes, outbox_path).
         """
         path = settings.cdr_backfill_csv.strip()
         if not path:
@@ -163,7 +176,8 @@ class CsvFollower:
             layout,
             start=settings.cdr_backfill_from,
             zone_name=settings.asterisk_tz,
-            **options,
+            gmt=settings.cdr_backfill_csv_gmt,
+            **({"outbox_path": settings.outbox_path} | options),
         )
 
     # ----------------------------------------------------------------- the loop
@@ -211,7 +225,9 @@ class CsvFollower:
             await asyncio.wait_for(self._stop.wait(), delay_s)
 
     def close(self) -> None:
-        """Close the file being read (run() does it on the way out)."""
+        """Close the file being read and the outbox look-ups (run() does it on the way out)."""
+        if self._guard is not None:
+            self._guard.close()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -344,6 +360,8 @@ class CsvFollower:
         if lines:
             window = file.window.copy()
             parsed = self._parser.parse(lines, file.line + 1, window, utc_now())
+            if self._guard is not None:
+                self._guard.screen(parsed)
             position = CsvPosition(self.key, file.inode, end, file.line + len(lines))
             return Batch(parsed, position, len(lines), window=window)
         if self._rotated:
@@ -393,6 +411,9 @@ class CsvFollower:
         self.known += len(parsed.rows) - new
         self.malformed += len(parsed.malformed)
         self.skipped += parsed.skipped
+        self.shifted += parsed.shifted
+        if self._guard is not None:
+            self._guard.warn(name)
         if new:
             CDRS_RECOVERED.inc(new)
             log.info(

@@ -15,6 +15,7 @@ from datetime import datetime, tzinfo
 
 from connector.cdr.csv_rows import MalformedRow, parse_layout, parse_line, row_headers
 from connector.cdr.identity import CANONICAL_FIELDS, canonical_identity, identity_of_values
+from connector.cdr.times import utc_to_local_text
 from connector.outbox.records import Headers, NewCdr
 
 # How many preceding lines are searched for an identical CDR when numbering occurrences.
@@ -23,6 +24,7 @@ from connector.outbox.records import Headers, NewCdr
 OCCURRENCE_WINDOW_LINES = 1000
 TOO_LONG = "line longer than the maximum line length"
 CSV_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+TIME_FIELDS = ("StartTime", "AnswerTime", "EndTime")
 
 
 def check_layout(spec: str) -> tuple[str, ...]:
@@ -40,8 +42,9 @@ def check_layout(spec: str) -> tuple[str, ...]:
 def cutoff_text(spec: str, zone: tzinfo) -> str | None:
     """Turn `start`, `end` or an ISO date/time into the StartTime text a kept line must reach.
 
-    Master.csv times are the PBX's local wall-clock time, so a date without an offset is compared
-    as written; one with an offset (or Z) is first converted to `zone` (ASTERISK_TZ).
+    Lines are compared in the PBX's local wall-clock time (a usegmtime file's UTC times are
+    converted first, see LineParser), so a date without an offset is compared as written; one with
+    an offset (or Z) is first converted to `zone` (ASTERISK_TZ).
     """
     spec = spec.strip()
     if spec.lower() in ("", "start", "end"):
@@ -99,11 +102,13 @@ class Malformed:
 
 @dataclass
 class ParsedLines:
-    """What a run of lines gave: rows to store, malformed lines, lines deliberately skipped."""
+    """What a run of lines gave: rows to store, malformed lines, lines deliberately skipped, and
+    lines left out because their AMI twin is stored with shifted times (connector.backfill.guard)."""
 
     rows: list[NewCdr] = field(default_factory=list)
     malformed: list[Malformed] = field(default_factory=list)
     skipped: int = 0
+    shifted: int = 0
 
 
 def decode(raw: bytes) -> str:
@@ -145,11 +150,21 @@ def _index(layout: Sequence[str], name: str) -> int | None:
 
 
 class LineParser:
-    """Turn Master.csv lines into CSV-sourced NewCdr rows."""
+    """Turn Master.csv lines into CSV-sourced NewCdr rows.
 
-    def __init__(self, layout: Sequence[str], cutoff: str | None = None) -> None:
+    `gmt_zone`: the file was written with cdr.conf `[csv] usegmtime = yes` (CDR_BACKFILL_CSV_GMT),
+    so its StartTime/AnswerTime/EndTime are UTC while the AMI event of the same CDR carries the
+    PBX's local time. They are converted to this zone (ASTERISK_TZ) before anything else: the
+    identity, the date cut and the stored headers all see what AMI would have sent.
+    """
+
+    def __init__(
+        self, layout: Sequence[str], cutoff: str | None = None, *, gmt_zone: tzinfo | None = None
+    ) -> None:
         self.layout = tuple(layout)
         self.cutoff = cutoff
+        self.gmt_zone = gmt_zone
+        self._times = [self.layout.index(name) for name in TIME_FIELDS if name in self.layout]
         # Column numbers of the identity fields: hashing straight from the row skips a dict per line.
         self._canonical = [self.layout.index(name) for name in CANONICAL_FIELDS if name in self.layout]
         self._complete = len(self._canonical) == len(CANONICAL_FIELDS)
@@ -168,7 +183,17 @@ class LineParser:
             raise MalformedRow(TOO_LONG)
         if isinstance(split, MalformedRow):
             raise split
+        if self.gmt_zone is not None and len(split) == len(self.layout):
+            self._to_local(split, self.gmt_zone)
         return split, row_headers(split, self.layout)
+
+    def _to_local(self, row: list[str], zone: tzinfo) -> None:
+        """Rewrite the row's UTC times as local times, in place; a value that is no time is left for
+        row_headers to refuse."""
+        for index in self._times:
+            local = utc_to_local_text(row[index], zone)
+            if local is not None:
+                row[index] = local
 
     def identity(self, raw: bytes | None) -> str | None:
         """The identity of a line, or None for a blank or malformed line."""

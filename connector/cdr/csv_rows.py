@@ -57,6 +57,14 @@ CSV_LAYOUT_FIELDS: tuple[str, ...] = (
     "userfield",
 )
 
+# CDR_BACKFILL_COLUMNS presets: the layouts cdr_csv writes. With cdr.conf `[csv] newcdrcolumns =
+# yes` it appends peeraccount, linkedid and sequence (sequence as a bare integer) to the 18 above.
+LAYOUT_PRESETS: dict[str, tuple[str, ...]] = {
+    "csv": CSV_LAYOUT_FIELDS,
+    "csv-newcdrcolumns": (*CSV_LAYOUT_FIELDS, "peeraccount", "linkedid", "sequence"),
+}
+PRESET_NAMES = ", ".join(LAYOUT_PRESETS)
+
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 _REQUIRED_TIMES = ("StartTime", "EndTime")
 
@@ -66,23 +74,27 @@ class MalformedRow(ValueError):
 
 
 def parse_layout(spec: str) -> tuple[str, ...]:
-    """Turn CDR_BACKFILL_COLUMNS (`csv`, or a comma list of CDR field names) into header names.
+    """Turn CDR_BACKFILL_COLUMNS (a preset, or a comma list of CDR field names) into header names.
 
-    A custom item is a CDR variable name (`clid`, `linkedid`, ...) or `name=Header` to choose the
-    header name of a field this module does not know (e.g. `mycode=MyCode`).
+    The presets are LAYOUT_PRESETS' names (`csv`, `csv-newcdrcolumns`). A custom item is a CDR
+    variable name (`clid`, `linkedid`, ...) or `name=Header` to choose the header name of a field
+    this module does not know (e.g. `mycode=MyCode`).
     """
     items = [item.strip() for item in spec.split(",") if item.strip()]
-    if items == ["csv"]:
-        items = list(CSV_LAYOUT_FIELDS)
+    if len(items) == 1 and items[0].lower() in LAYOUT_PRESETS:
+        items = list(LAYOUT_PRESETS[items[0].lower()])
     if not items:
-        raise ValueError("the column layout is empty; use 'csv' or a comma list of CDR fields")
+        raise ValueError(f"the column layout is empty; use {PRESET_NAMES} or a comma list of CDR fields")
     headers: list[str] = []
     for item in items:
         name, sep, header = item.partition("=")
         header = header.strip() if sep else CDR_FIELD_HEADERS.get(name.strip().lower(), "")
         if not header:
             known = ", ".join(CDR_FIELD_HEADERS)
-            raise ValueError(f"unknown CDR field {item!r}; use one of {known} or name=Header")
+            raise ValueError(
+                f"unknown CDR field {item!r}; use a preset ({PRESET_NAMES}) or a comma list of "
+                f"{known} or name=Header"
+            )
         if header in headers:
             raise ValueError(f"column {item!r} appears twice in the layout")
         headers.append(header)

@@ -1,4 +1,4 @@
-"""Asterisk's local, offset-less CDR times → UTC ISO-8601 with `Z`."""
+"""Asterisk's local, offset-less CDR times → UTC ISO-8601 with `Z`; a usegmtime Master.csv's UTC → local."""
 
 from __future__ import annotations
 
@@ -69,3 +69,28 @@ def to_utc_iso(value: str, zone: tzinfo) -> str | None:
     except (ValueError, OverflowError):
         return None
     return instant.replace(tzinfo=None).isoformat() + "Z"
+
+
+_CSV_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+
+
+@functools.lru_cache(maxsize=8192)
+def utc_to_local_text(value: str, zone: tzinfo) -> str | None:
+    """Convert a UTC `YYYY-MM-DD HH:MM:SS` to the same form in `zone`; '' stays ''; None if not a time.
+
+    For Master.csv written with cdr.conf `[csv] usegmtime = yes`: the result is the wall-clock
+    text Asterisk puts in the AMI Cdr event of the same CDR. This direction is never ambiguous: in
+    the hour repeated when DST ends, two UTC instants simply give the same local text, as they do
+    in the AMI event.
+
+    Cached: the legs of a call share their times, and a backfill converts three per line.
+    """
+    if not value:
+        return ""
+    if _CSV_TIME.fullmatch(value) is None:
+        return None
+    try:
+        instant = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return instant.astimezone(zone).replace(tzinfo=None).isoformat(sep=" ")
+    except (ValueError, OverflowError):
+        return None

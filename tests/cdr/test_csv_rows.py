@@ -6,12 +6,14 @@ import pytest
 
 from connector.cdr.csv_rows import (
     CSV_LAYOUT_FIELDS,
+    LAYOUT_PRESETS,
     MalformedRow,
     parse_layout,
     parse_line,
     row_headers,
 )
-from tests.cdr.helpers import CUSTOM_LAYOUT, csv_rows, paired_ami
+from tests.cdr.helpers import CUSTOM_LAYOUT, ami_cdrs, csv_rows, paired_ami
+from tests.paths import ASTERISK_VERSIONS, VERSION_FIXTURES
 
 
 def test_csv_layout_is_cdr_csv_columns() -> None:
@@ -102,3 +104,42 @@ def test_layout_without_times_is_not_checked_for_them() -> None:
         ("UniqueID", "1.1"),
         ("Source", "x"),
     )
+
+
+# ---- presets: cdr_csv's layouts ------------------------------------------------------------------
+
+
+def test_newcdrcolumns_preset_is_csv_plus_three_columns() -> None:
+    assert LAYOUT_PRESETS["csv-newcdrcolumns"][:18] == CSV_LAYOUT_FIELDS
+    assert parse_layout("csv-newcdrcolumns") == (
+        *parse_layout("csv"),
+        "PeerAccount",
+        "LinkedID",
+        "Sequence",
+    )
+    assert parse_layout(" CSV-NewCdrColumns ") == parse_layout("csv-newcdrcolumns")
+    assert parse_layout("CSV") == parse_layout("csv")
+
+
+@pytest.mark.parametrize("spec", ["", "bogus", "csv,linkedid", "csv-newcdrcolumn"])
+def test_a_bad_layout_names_the_presets(spec: str) -> None:
+    with pytest.raises(ValueError, match="csv, csv-newcdrcolumns") as caught:
+        parse_layout(spec)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("version", ASTERISK_VERSIONS)
+def test_newcdrcolumns_rows_equal_their_ami_events(version: str) -> None:
+    folder = VERSION_FIXTURES / version / "variants" / "newcdrcolumns"
+    layout = parse_layout("csv-newcdrcolumns")
+    lines = (folder / "Master.csv").read_text(encoding="utf-8").splitlines()
+    rows = [dict(row_headers(parse_line(line), layout)) for line in lines]
+    events = {
+        (dict(e)["UniqueID"], dict(e)["Sequence"]): dict(e) for e in ami_cdrs(folder / "ami-session.txt")
+    }
+    assert len(rows) == len(events) == 27
+    for row in rows:
+        assert row["Sequence"].isdigit()  # written bare, not quoted
+        event = events.pop((row["UniqueID"], row["Sequence"]))
+        assert all(event[name] == value for name, value in row.items())
+    assert not events

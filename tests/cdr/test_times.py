@@ -114,3 +114,51 @@ def test_local_zone_without_any_information_is_utc(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("TZ", raising=False)
     monkeypatch.setattr(times, "_LOCALTIME", tmp_path / "missing")
     assert local_zone() is UTC
+
+
+# ---- usegmtime: a Master.csv's UTC times → the PBX's local text ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("utc", "zone", "expected"),
+    [
+        ("2026-12-03 14:04:02", NEW_YORK, "2026-12-03 09:04:02"),  # EST, the usegmtime-localtz capture
+        ("2026-07-15 14:00:00", NEW_YORK, "2026-07-15 10:00:00"),  # EDT
+        ("2026-01-15 09:00:00", PARIS, "2026-01-15 10:00:00"),
+        ("2026-12-31 18:00:00", ZoneInfo("Asia/Kolkata"), "2026-12-31 23:30:00"),
+        ("2027-01-01 03:00:00", NEW_YORK, "2026-12-31 22:00:00"),  # back across a year
+        ("2026-11-26 23:28:18", UTC, "2026-11-26 23:28:18"),
+        ("", NEW_YORK, ""),  # an unanswered CDR's AnswerTime stays empty
+    ],
+)
+def test_utc_to_local_text(utc: str, zone: ZoneInfo, expected: str) -> None:
+    assert times.utc_to_local_text(utc, zone) == expected
+
+
+def test_utc_to_local_text_at_dst_edges() -> None:
+    # DST ends: 05:30Z (EDT) and 06:30Z (EST) are both 01:30 local, as Asterisk writes them in AMI.
+    assert times.utc_to_local_text("2026-11-01 05:30:00", NEW_YORK) == "2026-11-01 01:30:00"
+    assert times.utc_to_local_text("2026-11-01 06:30:00", NEW_YORK) == "2026-11-01 01:30:00"
+    # DST starts: 06:59Z is 01:59 EST, 07:00Z is 03:00 EDT (02:xx never appears).
+    assert times.utc_to_local_text("2026-03-08 06:59:59", NEW_YORK) == "2026-03-08 01:59:59"
+    assert times.utc_to_local_text("2026-03-08 07:00:00", NEW_YORK) == "2026-03-08 03:00:00"
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-11-26", "2026-11-26T23:28:18", "2026-02-30 10:00:00"])
+def test_utc_to_local_text_refuses_what_is_not_a_csv_time(value: str) -> None:
+    assert times.utc_to_local_text(value, NEW_YORK) is None
+
+
+@given(
+    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1)),
+    st.sampled_from([NEW_YORK, PARIS, ZoneInfo("Asia/Kolkata"), ZoneInfo("Australia/Lord_Howe"), UTC]),
+)
+def test_utc_to_local_text_is_the_local_wall_clock_of_that_instant(moment: datetime, zone: ZoneInfo) -> None:
+    utc = moment.replace(microsecond=0)
+    local = times.utc_to_local_text(utc.isoformat(sep=" "), zone)
+    assert local is not None
+    # Read back in the zone, the local text is the same instant (one of the two in a repeated hour).
+    naive = datetime.fromisoformat(local)
+    instants = {naive.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)}
+    assert utc.replace(tzinfo=UTC) in instants
+    assert abs(naive - utc) <= timedelta(hours=14)
