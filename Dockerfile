@@ -20,7 +20,8 @@ WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY connector ./connector
 COPY migrations ./migrations
-RUN pip install --no-cache-dir . && rm -rf build ./*.egg-info
+# Both database drivers, for gap recovery from FreePBX's MariaDB or a cdr_pgsql PostgreSQL.
+RUN pip install --no-cache-dir '.[mysql,postgres]' && rm -rf build ./*.egg-info
 
 # Not /data: pydantic-settings reads a `.env` in the working directory, and the volume is the user's.
 WORKDIR /home/connector

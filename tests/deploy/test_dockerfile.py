@@ -87,7 +87,7 @@ def test_runs_as_a_non_root_user(instructions: list[Instruction]) -> None:
 
 def test_installs_the_package_without_editable_mode_or_cache(instructions: list[Instruction]) -> None:
     command = pip_install_run(instructions).args
-    assert "pip install --no-cache-dir ." in command
+    assert "pip install --no-cache-dir '.[mysql,postgres]'" in command  # both CDR database drivers
     assert "-e" not in command.split() and "--editable" not in command
 
 
@@ -299,3 +299,6 @@ def test_install_command_and_entry_point_work_in_a_clean_venv(
         env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert str(venv) in where.stdout and str(REPO) not in where.stdout
+    # The image can recover from FreePBX's MariaDB and from cdr_pgsql: both drivers are installed.
+    drivers = [str(venv / "bin" / "python"), "-c", "import asyncmy, asyncpg, greenlet"]
+    subprocess.run(drivers, env=env, cwd=tmp_path, capture_output=True, check=True)
