@@ -102,6 +102,12 @@ class Connector:
         self.new_rows = asyncio.Event()
         self.writer = CdrWriter(NotifyingSink(store, self.new_rows))
         self.follower = CsvFollower.from_settings(settings, NotifyingSink(store, self.new_rows))
+        self.db_follower: DbFollower | None = None
+        if settings.cdr_backfill_db_url.get_secret_value():
+            # Imported only when used: it loads SQLAlchemy, which `run` otherwise never needs.
+            from connector.backfill.db_follower import DbFollower
+
+            self.db_follower = DbFollower.from_settings(settings, NotifyingSink(store, self.new_rows))
         password = settings.ami_password.get_secret_value() if settings.ami_password else ""
         # gate: when Cdr frames arrive faster than the outbox commits them (and commits succeed),
         # reading pauses briefly and the kernel's socket buffers hold the rest; see CdrWriter.
@@ -169,6 +175,8 @@ class Connector:
         ]
         if self.follower is not None:
             parts.append(_Part("csv follower", self.follower.run, self.follower.stop))
+        if self.db_follower is not None:
+            parts.append(_Part("database follower", self.db_follower.run, self.db_follower.stop))
         if self.settings.recording_watcher_enabled:
             # What the watcher found is committed already; anything else is found again next start.
             parts.append(_Part("recording watcher", self.watcher.run, None))

@@ -23,6 +23,7 @@ from pathlib import Path
 from connector.ami.session import AmiSession
 from connector.ami.tls import WARN_DAYS
 from connector.api.client import ApiClient
+from connector.backfill.db_check import database_checks
 from connector.config import Settings
 from connector.errors import AuthRefused, HandshakeFailed, LoginRefused, Rejected, RetryLater
 
@@ -379,8 +380,10 @@ def _recording_checks(settings: Settings) -> list[Check]:
 
 async def run_checks(settings: Settings) -> list[Check]:
     """Run every check; never stop at the first failure."""
-    ami, api = await asyncio.gather(_ami_checks(settings), _api_checks(settings))
-    return [*ami, *api, _data_dir_check(settings.data_dir), *_recording_checks(settings)]
+    ami, api, database = await asyncio.gather(
+        _ami_checks(settings), _api_checks(settings), database_checks(settings)
+    )
+    return [*ami, *api, _data_dir_check(settings.data_dir), *_recording_checks(settings), *database]
 
 
 def render(checks: Sequence[Check], colour: bool) -> str:

@@ -161,6 +161,10 @@ class Settings(StoreSettings):
     cdr_backfill_from: str = "end"
     # cdr.conf [csv] usegmtime: Master.csv times in UTC, converted to ASTERISK_TZ for the identity.
     cdr_backfill_csv_gmt: bool = False
+    # Gap recovery from the CDR database (FreePBX's MariaDB, cdr_pgsql): connector.backfill.database
+    cdr_backfill_db_url: SecretStr = SecretStr("")
+    cdr_backfill_db_table: str = "cdr"
+    cdr_backfill_db_poll: float = Field(10.0, gt=0)
 
     # Monitoring
     monitoring_enabled: bool = True
@@ -256,6 +260,25 @@ class Settings(StoreSettings):
             parse_iso(value)
         except ValueError:
             raise ValueError("must be end, start, or an ISO date such as 2026-11-01") from None
+        return value
+
+    @field_validator("cdr_backfill_db_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().strip()
+        if text:
+            # Imported here: SQLAlchemy's URL parser only when the setting is used.
+            from connector.backfill.database import check_url
+
+            check_url(text)  # ValueError with the fix, never the URL itself (it holds a password)
+        return SecretStr(text)
+
+    @field_validator("cdr_backfill_db_table")
+    @classmethod
+    def _table_name(cls, value: str) -> str:
+        value = value.strip()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?", value):
+            raise ValueError("must be a table name such as cdr (or schema.cdr)")
         return value
 
     @field_validator("ami_tls_ca_file", mode="before")

@@ -13,6 +13,7 @@ ConnectorError           every error the connector raises on purpose
 ├── AmiError             an AMI session could not be set up or used
 │   ├── LoginRefused     Asterisk refused AMI_USERNAME/AMI_PASSWORD
 │   └── HandshakeFailed  the port answered, but no AMI came of it: TLS handshake failed, no banner
+├── SourceError          the CDR database's table cannot serve gap recovery (lacks a column)
 ├── ConfigError          the settings are invalid; one line per variable (exit 2)
 ├── UserError            a command-line mistake the user can fix (exit 2)
 └── StartupError         the service cannot start, e.g. the monitoring port is taken (exit 2)
@@ -106,6 +107,10 @@ class HandshakeFailed(AmiError):
     def __init__(self, message: str, *, during_tls: bool) -> None:
         super().__init__(message)
         self.during_tls = during_tls
+
+
+class SourceError(ConnectorError):
+    """The CDR database cannot be used as a gap-recovery source; one line naming the fix."""
 
 
 class ConfigError(ConnectorError):

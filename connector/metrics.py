@@ -75,9 +75,24 @@ API_AUTH_FAILURES = Counter(
     "api_auth_failures_total", "API answers refusing the key (401/403)", registry=REGISTRY
 )
 
-# Gap recovery (Master.csv follower)
+# Gap recovery (the Master.csv follower, `connector backfill`, the CDR database follower)
 CDRS_RECOVERED = Counter(
-    "cdrs_recovered_total", "CDRs found only in the CSV file and stored from it", registry=REGISTRY
+    "cdrs_recovered_total",
+    "CDRs AMI did not deliver, stored from the CSV file (source=csv) or the CDR database (source=db)",
+    ["source"],
+    registry=REGISTRY,
+)
+for _source in ("csv", "db"):
+    CDRS_RECOVERED.labels(source=_source)  # both series exist from the start, at 0
+BACKFILL_DB_LAG = Gauge(
+    "backfill_db_lag_seconds",
+    "Age of the newest CDR the database follower has read (its lag behind the CDR table)",
+    registry=REGISTRY,
+)
+BACKFILL_DB_ERRORS = Counter(
+    "backfill_db_errors_total",
+    "Failed reads of the CDR database (server down, login refused, table missing); each is retried",
+    registry=REGISTRY,
 )
 BACKFILL_LAG_BYTES = Gauge(
     "backfill_lag_bytes", "Bytes of the CSV file not yet read by the follower", registry=REGISTRY

@@ -7,10 +7,16 @@ instance. `.ci/run` installs the packages when they are missing. Both accept pas
 
 As root (CI, this machine), MariaDB runs with --user=root and PostgreSQL, which refuses root,
 as the `postgres` user the Debian package creates.
+
+No server outlives the test run: the session fixtures close them, `atexit` closes what is left after
+Ctrl-C, and each server gets SIGTERM from the kernel when the Python process that started it dies
+(even by SIGKILL), so a killed pytest leaves no orphan listening on a port.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import glob
 import os
 import pwd
@@ -21,6 +27,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.engine import Dialect
 
 from connector.demo.ports import free_port
 
@@ -37,6 +48,15 @@ def _binary(*candidates: str) -> str:
         if found:
             return found[-1]
     raise RuntimeError(f"{candidates[0]} not found: {INSTALL_HINT}")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec, after Popen's setuid (a credential change would clear
+    # it): the kernel sends SIGTERM to the server when the test process dies, however it dies.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait(ready: object, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
@@ -72,11 +92,19 @@ class DatabaseServer:
     def admin_url(self, database: str) -> str:
         return self.url(database, ADMIN, ADMIN_SECRET)
 
+    @property
+    def dialect(self) -> Dialect:
+        """SQLAlchemy's dialect for this server (to render literals and quote names)."""
+        return mysql.dialect() if self.kind == "mariadb" else postgresql.dialect()
+
     def stop(self) -> None:
+        """Shut the server down cleanly (SIGTERM) and wait; the data folder and port are kept."""
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            # PostgreSQL's SIGTERM waits for every client to leave; SIGINT (fast shutdown) drops them,
+            # as a server going down under an open pool does. MariaDB's SIGTERM already does.
+            self.process.send_signal(signal.SIGTERM if self.kind == "mariadb" else signal.SIGINT)
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
@@ -85,6 +113,7 @@ class DatabaseServer:
         self.process = None
 
     def start(self) -> None:
+        """Start (again) on the same port and data folder; return once it answers queries."""
         (_start_mariadb if self.kind == "mariadb" else _start_postgres)(self)
 
     def sql(self, statements: str, database: str = "") -> str:
@@ -95,7 +124,8 @@ class DatabaseServer:
             env = None
         else:
             command = [_binary("/usr/lib/postgresql/*/bin/psql", "psql"), "-h", str(self.folder), "-p"]
-            command += [str(self.port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
+            command += [str(self.port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt", "-F", "\t"]
+            command += ["-P", "null=NULL"]  # print rows as `mariadb -N -B` does
             command += ["-d", database or "postgres"]
             env = {**os.environ, "PGCONNECT_TIMEOUT": "5"}
         result = subprocess.run(
@@ -105,7 +135,31 @@ class DatabaseServer:
             raise RuntimeError(f"{self.kind} SQL failed: {result.stderr.strip()}\n{statements[:500]}")
         return result.stdout
 
+    def execute(
+        self, statement: str, params: dict[str, Any] | None = None, database: str = ""
+    ) -> list[tuple[str, ...]]:
+        """Run one statement with `:name` parameters as the superuser; return the rows as text.
+
+        SQLAlchemy renders the parameters as this server's literals (quotes, backslashes,
+        datetimes), so no driver and no event loop is needed: it works inside an async test.
+        Values come back as the client prints them, NULL as "NULL".
+        """
+        clause = sa.text(statement).bindparams(**(params or {}))
+        rendered = str(clause.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True}))
+        output = self.sql(rendered.rstrip().rstrip(";") + ";", database)
+        return [tuple(line.split("\t")) for line in output.splitlines()]
+
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], database: str) -> None:
+        """Insert `rows` (column -> value) into `table`, one statement per row, as the superuser."""
+        quote = self.dialect.identifier_preparer.quote
+        for row in rows:
+            names = ", ".join(quote(name) for name in row)
+            values = ", ".join(f":p{index}" for index in range(len(row)))
+            params = {f"p{index}": value for index, value in enumerate(row.values())}
+            self.execute(f"INSERT INTO {quote(table)} ({names}) VALUES ({values})", params, database)
+
     def close(self) -> None:
+        """Stop the server for good and remove its folder (safe to call twice)."""
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -128,7 +182,7 @@ def _start_mariadb(server: DatabaseServer) -> None:
          f"--port={server.port}", "--bind-address=127.0.0.1", "--skip-name-resolve", f"--log-error={log}",
          f"--pid-file={server.folder / 'pid'}", "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M",
          "--innodb-flush-log-at-trx-commit=2", "--skip-log-bin", "--max-connections=200"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
     )  # fmt: skip
 
     def ready() -> bool:
@@ -144,6 +198,7 @@ def _start_mariadb(server: DatabaseServer) -> None:
 
 def start_mariadb() -> DatabaseServer:
     server = DatabaseServer("mariadb", Path(tempfile.mkdtemp(prefix="connector-mariadb-")))
+    atexit.register(server.close)  # after Ctrl-C, when the session fixture's finalizer did not run
     try:
         server.start()
         server.sql(
@@ -186,7 +241,7 @@ def _start_postgres(server: DatabaseServer) -> None:
             [postgres, "-D", str(data), "-p", str(server.port), "-h", "127.0.0.1", "-k", str(server.folder),
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "shared_buffers=64MB", "-c", "max_connections=100"],
-            stdout=sink, stderr=sink, **owner,  # type: ignore[arg-type]
+            stdout=sink, stderr=sink, preexec_fn=_die_with_parent, **owner,  # type: ignore[arg-type]
         )  # fmt: skip
 
     def ready() -> bool:
@@ -201,6 +256,7 @@ def _start_postgres(server: DatabaseServer) -> None:
 
 def start_postgres() -> DatabaseServer:
     server = DatabaseServer("postgres", Path(tempfile.mkdtemp(prefix="connector-postgres-")))
+    atexit.register(server.close)  # after Ctrl-C, when the session fixture's finalizer did not run
     try:
         server.start()
         server.sql(

@@ -387,3 +387,46 @@ def test_a_bad_backfill_layout_is_one_line_naming_the_presets(
     assert line.startswith("configuration error: CDR_BACKFILL_COLUMNS: unknown CDR field 'csv-newcolumns'")
     assert "use a preset (csv, csv-newcdrcolumns)" in line
     assert "Traceback" not in result.stderr
+
+
+# ---- gap recovery from the CDR database: CDR_BACKFILL_DB_* ---------------------------------------
+
+
+def test_backfill_db_defaults(clean_env: Path) -> None:
+    settings = load_settings()
+    assert settings.cdr_backfill_db_url.get_secret_value() == ""
+    assert (settings.cdr_backfill_db_table, settings.cdr_backfill_db_poll) == ("cdr", 10.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "is not a database URL; use e.g. mysql+asyncmy://"),
+        ("sqlite:///cdr.db", "'sqlite' is not supported"),
+        ("mysql://u:topsecret@h/asteriskcdrdb", "needs an asyncio driver: mysql+asyncmy://"),
+        ("postgresql+pg8000://u:topsecret@h/asterisk", "needs an asyncio driver: postgresql+asyncpg://"),
+        ("mysql+asyncmy://u:topsecret@h", "names no database"),
+    ],
+)
+def test_a_bad_backfill_db_url_is_one_line_without_the_password(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    monkeypatch.setenv("CDR_BACKFILL_DB_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    (problem,) = caught.value.problems
+    assert problem.startswith("CDR_BACKFILL_DB_URL: ") and message in problem
+    assert "topsecret" not in problem and "\n" not in problem
+
+
+def test_a_good_backfill_db_url_and_table(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDR_BACKFILL_DB_URL", " mysql+asyncmy://connector:pw@pbx/asteriskcdrdb ")
+    monkeypatch.setenv("CDR_BACKFILL_DB_TABLE", "cdr")
+    settings = load_settings()
+    assert settings.cdr_backfill_db_url.get_secret_value() == "mysql+asyncmy://connector:pw@pbx/asteriskcdrdb"
+    assert "pw" not in repr(settings.cdr_backfill_db_url)
+    monkeypatch.setenv("CDR_BACKFILL_DB_TABLE", "cdr; DROP TABLE cdr")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    expected = "CDR_BACKFILL_DB_TABLE: must be a table name such as cdr (or schema.cdr)"
+    assert caught.value.problems == [expected]

@@ -192,7 +192,7 @@ async def import_file(
         if commit is not None:
             commit.cancel()
         handle.close()
-    CDRS_RECOVERED.inc(summary.recovered)
+    CDRS_RECOVERED.labels(source="csv").inc(summary.recovered)
     summary.elapsed_s = time.monotonic() - started
     main = guard.main_shift() if guard is not None else None
     if main is not None:

@@ -55,7 +55,7 @@ from connector.backoff import backoff_delay
 from connector.cdr.times import resolve_zone
 from connector.errors import ConfigError, OutboxError
 from connector.metrics import BACKFILL_LAG_BYTES, BACKFILL_MALFORMED, CDRS_RECOVERED
-from connector.outbox.records import CsvPosition, NewCdr
+from connector.outbox.records import CsvPosition, DbPosition, NewCdr
 from connector.outbox.store import Store
 from connector.timeutil import utc_now
 
@@ -73,14 +73,20 @@ MALFORMED_LOG_LIMIT = 100  # lines logged one by one per follower; after that, o
 
 
 class BackfillStore(Protocol):
-    """What the follower needs of the outbox: the Store, or in `run` a NotifyingSink waking the drainer."""
+    """What the followers need of the outbox: the Store, or in `run` a NotifyingSink waking the drainer."""
 
-    async def append_cdrs(self, rows: Sequence[NewCdr], position: CsvPosition | None = None) -> int:
+    async def append_cdrs(
+        self, rows: Sequence[NewCdr], position: CsvPosition | DbPosition | None = None
+    ) -> int:
         """Store rows and the position in one transaction; return how many rows were new."""
         ...
 
     async def csv_position(self, path: str) -> CsvPosition | None:
         """The position saved for path."""
+        ...
+
+    async def db_position(self, source: str) -> DbPosition | None:
+        """The position saved for a CDR database source."""
         ...
 
 
@@ -415,7 +421,7 @@ class CsvFollower:
         if self._guard is not None:
             self._guard.warn(name)
         if new:
-            CDRS_RECOVERED.inc(new)
+            CDRS_RECOVERED.labels(source="csv").inc(new)
             log.info(
                 "%s: recovered %d CDR(s) that did not come over AMI (up to line %d)",
                 name,

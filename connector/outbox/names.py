@@ -16,6 +16,7 @@ CDR_RAW_TABLE = "cdr_raw"
 CDR_RAW_DELETE_TRIGGER = "cdr_raw_follows_delete"
 RECORDING_TABLE = Kind.RECORDING.value
 CSV_POSITION_TABLE = "csv_position"
+DB_POSITION_TABLE = "db_position"
 BACKLOG_VIEW = "backlog"
 FAILED_VIEW = "failed"
 # The public interface for operators with sqlite3 (README, "Inspecting the outbox with sqlite3").
@@ -30,6 +31,11 @@ PENDING_INDEX = {Kind.CDR: "ix_cdr_pending", Kind.RECORDING: "ix_recording_pendi
 FAILED_INDEX = {Kind.CDR: "ix_cdr_failed", Kind.RECORDING: "ix_recording_failed"}
 UNIQUEID_INDEX = {Kind.CDR: "ix_cdr_uniqueid", Kind.RECORDING: "ix_recording_uniqueid"}
 CDR_LINKEDID_INDEX = "ix_cdr_linkedid"
+# Each CDR's RecordingFile header (FreePBX's CDR(recordingfile)), for linking a recording whose name
+# carries no UniqueID: a partial expression index, used only by a query spelled with this very
+# expression (SQLite matches an indexed expression textually).
+RECORDING_FILE_SQL = "json_extract(raw, '$.RecordingFile')"
+CDR_RECORDING_FILE_INDEX = "ix_cdr_raw_recordingfile"
 # Partial indexes of settled (sent, filtered) rows by settle time: retention deletes oldest first.
 SETTLED_INDEX = {Kind.CDR: "ix_cdr_settled", Kind.RECORDING: "ix_recording_settled"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from connector.outbox.records import CsvPosition, NewCdr, NewRecording
+from connector.outbox.records import CsvPosition, DbPosition, NewCdr, NewRecording
 from connector.outbox.store import Store
 
 
@@ -22,13 +22,19 @@ class NotifyingSink:
             self._new_rows.set()
         return new
 
-    async def append_cdrs(self, rows: Sequence[NewCdr], position: CsvPosition | None = None) -> int:
-        """Append CDRs (and the CSV position) as Store.append_cdrs does; wake the drainer if any was new."""
+    async def append_cdrs(
+        self, rows: Sequence[NewCdr], position: CsvPosition | DbPosition | None = None
+    ) -> int:
+        """Append CDRs (and a reader's position) as Store.append_cdrs does; wake the drainer if new."""
         return self._stored(await self._store.append_cdrs(rows, position))
 
     async def csv_position(self, path: str) -> CsvPosition | None:
         """Where the CSV follower of `path` stopped, as Store.csv_position says."""
         return await self._store.csv_position(path)
+
+    async def db_position(self, source: str) -> DbPosition | None:
+        """Where the CDR database follower of `source` stopped, as Store.db_position says."""
+        return await self._store.db_position(source)
 
     async def append_recordings(self, rows: Sequence[NewRecording]) -> int:
         """Append recordings as Store.append_recordings does; wake the uploader if any was new."""

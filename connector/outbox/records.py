@@ -123,6 +123,15 @@ class CsvPosition:
 
 
 @dataclass(frozen=True)
+class DbPosition:
+    """How far the CDR database follower has read: the end time (the PBX's local time,
+    `YYYY-MM-DD HH:MM:SS`) from which its next read starts, for one source (server/database/table)."""
+
+    source: str
+    position: str
+
+
+@dataclass(frozen=True)
 class Delivery:
     """Where a row read from another outbox stood (`connector salvage` keeps it as it was)."""
 

@@ -26,12 +26,15 @@ from sqlalchemy import (
 from connector.outbox.names import (
     CDR_LINKEDID_INDEX,
     CDR_RAW_TABLE,
+    CDR_RECORDING_FILE_INDEX,
     CDR_TABLE,
     CSV_POSITION_TABLE,
+    DB_POSITION_TABLE,
     FAILED,
     FAILED_INDEX,
     PENDING,
     PENDING_INDEX,
+    RECORDING_FILE_SQL,
     RECORDING_TABLE,
     SETTLED_INDEX,
     SETTLED_SQL,
@@ -93,6 +96,13 @@ cdr_raw = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("raw", Text, nullable=False),
+    # A recording whose name carries no UniqueID is linked through its CDR's RecordingFile header;
+    # partial, since most CDRs have no recording.
+    Index(
+        CDR_RECORDING_FILE_INDEX,
+        text(RECORDING_FILE_SQL),
+        sqlite_where=text(f"{RECORDING_FILE_SQL} IS NOT NULL"),
+    ),
 )
 
 recording = Table(
@@ -130,9 +140,20 @@ csv_position = Table(
     Column("updated_at", Text, nullable=False),
 )
 
+# Where the CDR database follower reads from next (an end time), per source; written in the same
+# transaction as the rows read, like csv_position.
+db_position = Table(
+    DB_POSITION_TABLE,
+    metadata,
+    Column("source", Text, primary_key=True),
+    Column("position", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+)
+
 TABLES = {
     CDR_TABLE: cdr,
     CDR_RAW_TABLE: cdr_raw,
     RECORDING_TABLE: recording,
     CSV_POSITION_TABLE: csv_position,
+    DB_POSITION_TABLE: db_position,
 }

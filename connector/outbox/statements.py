@@ -5,14 +5,18 @@ from __future__ import annotations
 from connector.outbox.names import (
     CDR_RAW_TABLE,
     CDR_TABLE,
+    CDR_WITH_RAW,
     CSV_POSITION_TABLE,
+    DB_POSITION_TABLE,
     PENDING,
     PENDING_INDEX,
+    RECORDING_FILE_SQL,
     RECORDING_TABLE,
     SETTLED_INDEX,
     SETTLED_SQL,
 )
 from connector.outbox.records import Kind
+from connector.outbox.rows import CDR_COLUMNS
 
 # Rows already stored under the identities of a batch, found through the dedupe_key index: every
 # key of an identity lies between 'identity#' and 'identity$' ('$' sorts right after '#').
@@ -61,6 +65,11 @@ ON CONFLICT (path) DO UPDATE SET inode = excluded.inode, offset = excluded.offse
                                  line = excluded.line, updated_at = excluded.updated_at
 """
 
+SAVE_DB_POSITION_SQL = f"""
+INSERT INTO {DB_POSITION_TABLE} (source, position, updated_at) VALUES (:source, :position, :now)
+ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+"""
+
 # `connector salvage`: rows read from another outbox, each stored in the state it had there (a
 # pending one due at once), under an id of this outbox. A CDR's key comes from number_cdrs; a
 # recording already here (same path, size and mtime) is left as it is.
@@ -85,6 +94,14 @@ INSERT INTO {CSV_POSITION_TABLE} (path, inode, offset, line, updated_at)
 VALUES (:path, :inode, :offset, :line, :now)
 ON CONFLICT (path) DO NOTHING
 """
+
+# The CDRs whose RecordingFile header is one of the names in ?1 (a JSON array): a recording without
+# UniqueID finds its call this way. Spelled with names.RECORDING_FILE_SQL, the expression the
+# partial index holds (SQLite matches it as written); `IN` implies the index's IS NOT NULL.
+CDRS_BY_RECORDING_FILE_SQL = (
+    f"SELECT {CDR_COLUMNS} FROM {CDR_WITH_RAW}"
+    f" WHERE {RECORDING_FILE_SQL} IN (SELECT value FROM json_each(?1)) ORDER BY id"
+)
 
 TIME_COLUMN = {Kind.CDR: "received_at", Kind.RECORDING: "detected_at"}
 

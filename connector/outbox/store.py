@@ -26,6 +26,7 @@ from connector.outbox.names import (
     CDR_TABLE,
     CDR_WITH_RAW,
     CSV_POSITION_TABLE,
+    DB_POSITION_TABLE,
     FAILED,
     FAILED_VIEW,
     FILTERED,
@@ -39,6 +40,7 @@ from connector.outbox.numbering import NumberedCdrs, number_cdrs
 from connector.outbox.records import (
     CdrRow,
     CsvPosition,
+    DbPosition,
     Delivery,
     Kind,
     NewCdr,
@@ -62,6 +64,7 @@ from connector.outbox.statements import (
     ADOPT_CDR_RAW_SQL,
     ADOPT_CDR_SQL,
     APPEND_RECORDING_SQL,
+    CDRS_BY_RECORDING_FILE_SQL,
     INSERT_CDR_RAW_SQL,
     INSERT_CDR_SQL,
     INSERT_SALVAGED_CDR_SQL,
@@ -69,6 +72,7 @@ from connector.outbox.statements import (
     KEEP_POSITION_SQL,
     KNOWN_IDENTITIES_SQL,
     NEXT_CDR_ID_SQL,
+    SAVE_DB_POSITION_SQL,
     SAVE_POSITION_SQL,
     SETTLED_CHUNK_ROWS,
     SPACE_SQL,
@@ -284,10 +288,13 @@ class Store:
         await self._db.executemany(ADOPT_CDR_RAW_SQL, params)
         await self._db.executemany(ADOPT_CDR_SQL, params)
 
-    async def append_cdrs(self, rows: Sequence[NewCdr], position: CsvPosition | None = None) -> int:
+    async def append_cdrs(
+        self, rows: Sequence[NewCdr], position: CsvPosition | DbPosition | None = None
+    ) -> int:
         """Store CDRs in one transaction (group commit); return how many were new.
 
-        With `position`, the CSV reader's position is saved in the same transaction as the rows.
+        With `position`, the CSV reader's (or the CDR database follower's) position is saved in the
+        same transaction as the rows.
         """
         if not rows and position is None:
             return 0
@@ -296,7 +303,10 @@ class Store:
             numbered = await self._number(rows)
             await self._insert_numbered(INSERT_CDR_SQL, numbered.inserts)
             await self._adopt(numbered.adoptions)
-            if position is not None:
+            if isinstance(position, DbPosition):
+                params = {"source": position.source, "position": position.position, "now": utc_now()}
+                await self._db.execute(SAVE_DB_POSITION_SQL, params)
+            elif position is not None:
                 await self._db.execute(SAVE_POSITION_SQL, _position_params(position))
             return len(numbered.inserts)
 
@@ -453,6 +463,13 @@ class Store:
         )
         return CsvPosition(*rows[0]) if rows else None
 
+    async def db_position(self, source: str) -> DbPosition | None:
+        """Where the CDR database follower of `source` reads from next, if it ever read it."""
+        rows = await self._read(
+            f"SELECT source, position FROM {DB_POSITION_TABLE} WHERE source = ?", (source,)
+        )
+        return DbPosition(*rows[0]) if rows else None
+
     async def cdrs_by_uniqueid(self, uniqueid: str) -> list[CdrRow]:
         """Every stored CDR of a channel, oldest first."""
         rows = await self._read(
@@ -474,6 +491,11 @@ class Store:
             (-len(suffix), suffix),
         )
         return [cdr_from_row(row) for row in found]
+
+    async def cdrs_by_recording_file(self, names: Sequence[str]) -> list[CdrRow]:
+        """Every stored CDR whose RecordingFile header is one of `names`, oldest first."""
+        rows = await self._read(CDRS_BY_RECORDING_FILE_SQL, (json.dumps(list(names), ensure_ascii=False),))
+        return [cdr_from_row(row) for row in rows]
 
     async def get_cdrs(self, ids: Sequence[int]) -> list[CdrRow]:
         """The CDR rows with these ids, oldest first."""

@@ -68,6 +68,11 @@ def call_link(cdrs: Sequence[CdrRow], options: MappingOptions) -> CallLink | Non
     )
 
 
+def recording_file_names(path: str) -> tuple[str, str]:
+    """What CDR(recordingfile) holds for this file: FreePBX writes its base name, some dialplans the path."""
+    return Path(path).name, path
+
+
 def recording_id(row: RecordingRow) -> str:
     """The recording's stable id: a hash of its path, size and mtime (the row's identity)."""
     identity = json.dumps([row.path, row.size, row.mtime], ensure_ascii=False)

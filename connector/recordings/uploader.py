@@ -8,10 +8,12 @@ of the due read; taking writes nothing, so a row whose upload is abandoned (refu
 deadline) simply stays pending and due, and a restart keeps every row's next_attempt_at.
 
 Linking: the UniqueID the watcher found in the file name (row.uniqueid) is looked up among the
-stored CDRs, with or without a `systemname-` prefix; the call's first CDR gives uniqueid, linkedid,
-src and dst, and all of the channel's CDRs the earliest calldate and the longest duration. A
-recording whose CDR is not stored yet waits for it, re-checking every few seconds without counting
-an attempt, for up to RECORDING_CDR_WAIT_SECONDS after it was detected; then it goes without.
+stored CDRs, with or without a `systemname-` prefix; a name without one is looked up in the CDRs'
+RecordingFile header (FreePBX's CDR(recordingfile), mapped in cdr_manager's [mappings]), as the
+file's base name or its full path. The call's first CDR gives uniqueid, linkedid, src and dst, and
+all of the CDRs found the earliest calldate and the longest duration. A recording whose CDR is not
+stored yet, found either way, waits for it, re-checking every few seconds without counting an
+attempt, for up to RECORDING_CDR_WAIT_SECONDS after it was detected; then it goes without.
 
 Uploading: one multipart request per file (connector.api.multipart), read from disk in chunks with
 its sha256 computed on the way and sent after the file part; at most RECORDING_UPLOAD_CONCURRENCY
@@ -50,6 +52,7 @@ from connector.recordings.upload import (
     content_type_for,
     delete_uploaded,
     recording_fields,
+    recording_file_names,
 )
 from connector.timeutil import age_seconds
 
@@ -211,19 +214,23 @@ class RecordingUploader(SlotDrainer[RecordingRow]):
         await self._upload(row, link)
 
     async def _link(self, row: RecordingRow) -> CallLink | None:
-        if not row.uniqueid:
-            return None
-        return call_link(await self._store.cdrs_of_channel(row.uniqueid), self._options)
+        if row.uniqueid:
+            cdrs = await self._store.cdrs_of_channel(row.uniqueid)
+        else:
+            cdrs = await self._store.cdrs_by_recording_file(recording_file_names(row.path))
+        return call_link(cdrs, self._options)
 
     async def _waiting_for_cdr(self, row: RecordingRow) -> bool:
         """Put the row off while its CDR may still come; False once the wait is over."""
         remaining = self._pace.cdr_wait_s - age_seconds(row.detected_at)
         if remaining <= 0:
             if self._pace.cdr_wait_s > 0:
+                looked_for = f"UniqueID {row.uniqueid}" if row.uniqueid else "a RecordingFile naming it"
                 log.info(
-                    "recording #%d: no CDR with UniqueID %s after %g s; uploading without call details",
+                    "recording #%d %r: no CDR with %s after %g s; uploading without call details",
                     row.id,
-                    row.uniqueid,
+                    row.path,
+                    looked_for,
                     self._pace.cdr_wait_s,
                 )
             return False

@@ -37,7 +37,7 @@ def csv_only_uniqueids(name: str, spec: str) -> list[str]:
 
 
 def recovered_total() -> float:
-    return REGISTRY.get_sample_value("cdrs_recovered_total") or 0.0
+    return REGISTRY.get_sample_value("cdrs_recovered_total", {"source": "csv"}) or 0.0
 
 
 async def replay_ami(store: Store) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,13 @@ _numbers = itertools.count(1)
 
 @dataclass
 class CdrDatabase:
-    """A database holding a `cdr` table: `url` is the read-only user's (CDR_BACKFILL_DB_URL)."""
+    """A database holding a `cdr` table: `url` is the read-only user's (CDR_BACKFILL_DB_URL).
+
+    The reader has SELECT on `cdr` and nothing else (README's grant); `admin_url` may write. Rows
+    go in through the server's own command-line client, so `execute` and `insert_rows` are plain
+    blocking calls that never touch the test's event loop. `server.stop()` / `server.start()` take
+    the whole server down and back up (same port, same data).
+    """
 
     server: DatabaseServer
     name: str
@@ -35,7 +42,16 @@ class CdrDatabase:
         return self.server.admin_url(self.name)
 
     def sql(self, statements: str) -> str:
+        """Run an SQL script (literal values, `;`-separated) as the superuser; return the client's output."""
         return self.server.sql(statements, self.name)
+
+    def execute(self, statement: str, params: dict[str, Any] | None = None) -> list[tuple[str, ...]]:
+        """Run one statement (`:name` parameters) as the superuser; rows as text, NULL as "NULL"."""
+        return self.server.execute(statement, params, self.name)
+
+    def insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Insert CDR rows (column -> value; omitted columns take their defaults) as the superuser."""
+        self.server.insert_rows("cdr", rows, self.name)
 
 
 def _server(start: object) -> Iterator[DatabaseServer]:

@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,11 +74,23 @@ def schema_differences(path: Path, expected: MetaData) -> list[str]:
             context = MigrationContext.configure(
                 connection, opts={"compare_type": True, "compare_server_default": True}
             )
-            differences = [repr(diff) for diff in compare_metadata(context, expected)]
+            # SQLAlchemy cannot reflect an expression index (ix_cdr_raw_recordingfile), so Alembic
+            # skips it on both sides, saying so: the CREATE INDEX comparison below covers it.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based")
+                warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression")
+                differences = [repr(diff) for diff in compare_metadata(context, expected)]
     finally:
         engine.dispose()
     ddl = _ddl(path)
     dialect = sqlite.dialect()
+    wanted_indexes = {str(index.name) for table in expected.tables.values() for index in table.indexes}
+    # Alembic skips expression indexes: one in the database only would go unseen.
+    indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    with sqlite3.connect(path) as db:
+        extra = {name for (name,) in db.execute(indexes)} - wanted_indexes
+    db.close()
+    differences.extend(f"index {name}: not in schema.py" for name in sorted(extra))
     for table in expected.tables.values():
         # compare_metadata compares an index's columns but not a partial index's WHERE clause:
         # compare the whole CREATE INDEX statement instead.
@@ -215,7 +228,12 @@ def _extra_column(copy: MetaData) -> None:
     copy.tables["cdr"].append_column(Column("extra", Text))
 
 
-@pytest.mark.parametrize("change", [_other_partial_index, _other_check, _extra_column])
+def _no_expression_index(copy: MetaData) -> None:
+    table = copy.tables["cdr_raw"]
+    table.indexes.discard(next(index for index in table.indexes if index.name == "ix_cdr_raw_recordingfile"))
+
+
+@pytest.mark.parametrize("change", [_other_partial_index, _other_check, _extra_column, _no_expression_index])
 def test_the_comparison_sees_each_kind_of_drift(
     outbox_path: Path, change: Callable[[MetaData], None]
 ) -> None:

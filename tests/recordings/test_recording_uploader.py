@@ -10,20 +10,17 @@ import shutil
 import sqlite3
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC
 from pathlib import Path
 
 import pytest
 
 from connector.ami.ingest import new_cdr
 from connector.api.client import ApiClient
-from connector.cdr.mapping import MappingOptions
 from connector.config import load_settings
 from connector.errors import ConfigError
 from connector.metrics import REGISTRY
 from connector.outbox.notify import NotifyingSink
-from connector.outbox.records import Headers, NewRecording, RecordingRow, State
+from connector.outbox.records import Headers, RecordingRow, State
 from connector.outbox.store import Store
 from connector.recordings.checks import RecordingRules
 from connector.recordings.upload import CallLink, call_link, content_type_for, recording_fields, recording_id
@@ -33,9 +30,18 @@ from connector.timeutil import utc_now
 from tests.doubles.receiver import Receiver
 from tests.paths import RECORDING_FIXTURES
 from tests.recordings.media import asterisk_wav_header, write_wav
+from tests.recordings.uploading import (
+    KEY,
+    OPTIONS,
+    add_recording,
+    all_rows,
+    pace,
+    received,
+    run_until_settled,
+    until,
+    uploader_for,
+)
 
-KEY = "sk_" + "r" * 32
-OPTIONS = MappingOptions(zone=UTC, internal_pattern=re.compile(r"^[0-9]{2,6}$"))
 FIXTURE_WAV = RECORDING_FIXTURES / "lab-1795735443.50.wav"
 
 
@@ -60,95 +66,8 @@ def cdr_headers(uniqueid: str, *, start: str = "2026-11-27 10:00:00", duration: 
     )
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    with Receiver(api_key=KEY, data_dir=tmp_path / "received") as running:
-        yield running
-
-
-@pytest.fixture
-async def api(receiver: Receiver) -> AsyncIterator[ApiClient]:
-    client = ApiClient(base_url=receiver.base_url, api_key=KEY, hostname="pbx1", timeout_s=10)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Path:
-    folder = tmp_path / "monitor"
-    folder.mkdir()
-    return folder
-
-
-def pace(spool: Path, **changes: object) -> UploadSettings:
-    """Fast pacing for tests: no CDR wait, short retries."""
-    settings: dict[str, object] = {
-        "cdr_wait_s": 0.0,
-        "cdr_recheck_s": 0.05,
-        "idle_poll_s": 0.2,
-        "retry_base_s": 0.05,
-        "retry_cap_s": 0.2,
-        "watch_paths": (spool,),
-        **changes,
-    }
-    return UploadSettings(**settings)  # type: ignore[arg-type]
-
-
-def uploader_for(store: Store, api: ApiClient, settings: UploadSettings) -> RecordingUploader:
-    return RecordingUploader(store, api, OPTIONS, settings, asyncio.Event())
-
-
-async def add_recording(store: Store, path: Path, uniqueid: str | None = None) -> RecordingRow:
-    """Queue a file as the watcher would (its real path, size and mtime) and return its row."""
-    status = await asyncio.to_thread(path.stat)
-    record = NewRecording(
-        path=str(await asyncio.to_thread(path.resolve)),
-        size=status.st_size,
-        mtime=status.st_mtime,
-        detected_at=utc_now(),
-        uniqueid=uniqueid,
-    )
-    assert await store.append_recordings([record]) == 1
-    return next(row for row in await all_rows(store) if row.path == record.path)
-
-
-async def all_rows(store: Store) -> list[RecordingRow]:
-    return await store.get_recordings(list(range(1, 200)))
-
-
 async def add_cdr(store: Store, uniqueid: str, **kwargs: str) -> None:
     assert await store.append_cdrs([new_cdr(cdr_headers(uniqueid, **kwargs), time.time())]) == 1
-
-
-async def until(done: Callable[[], object], timeout_s: float = 20.0) -> None:
-    """Poll until `done()` is true (state that a receiver thread or another task changes)."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if done():
-                return
-            await asyncio.sleep(0.02)
-
-
-async def run_until_settled(uploader: RecordingUploader, store: Store, count: int) -> list[RecordingRow]:
-    """Run the uploader until `count` rows are no longer pending; return every row."""
-    rows: list[RecordingRow] = []
-
-    async def watch() -> None:
-        nonlocal rows
-        while True:
-            rows = await all_rows(store)
-            if sum(row.state is not State.PENDING for row in rows) >= count:
-                return
-            await asyncio.sleep(0.05)
-
-    task = asyncio.create_task(uploader.run())
-    try:
-        async with asyncio.timeout(30):
-            await watch()
-    finally:
-        uploader.stop()
-        await task
-    return await all_rows(store)
 
 
 def random_file(path: Path, size: int) -> Path:
@@ -166,12 +85,6 @@ def sha256_of(path: Path) -> str:
 
 def metric(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
-
-
-def received(receiver: Receiver) -> dict[str, dict[str, object]]:
-    """What the receiver accepted, by recording_id."""
-    with receiver.state.lock:
-        return {key: dict(value) for key, value in receiver.state.recordings.items()}
 
 
 # --- the whole path: watcher → outbox → uploader → receiver ---------------------------------------
