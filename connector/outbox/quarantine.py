@@ -87,7 +87,9 @@ def check_header(path: Path) -> None:
 def quick_check(connection: sqlite3.Connection, path: Path) -> None:
     """Run `PRAGMA quick_check` on an open connection; raise OutboxCorrupt for any problem it finds."""
     try:
-        problems = [str(row[0]) for row in connection.execute(f"PRAGMA quick_check({MAX_PROBLEMS})")]
+        # A problem may span lines ("*** in database main ***\nPage 7: ..."): the message is one line.
+        rows = connection.execute(f"PRAGMA quick_check({MAX_PROBLEMS})")
+        problems = [" ".join(str(row[0]).split()) for row in rows]
     except sqlite3.Error as error:
         raise corrupt_or_unreadable(path, error) from None
     if problems != ["ok"]:
